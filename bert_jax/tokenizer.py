@@ -30,7 +30,11 @@ _HUGE = 10**6  # HF writes 1e30 for "no limit"; anything this large means unset
 
 
 class BertTokenizer:
-    """A BERT WordPiece tokenizer. `backend` never has truncation or padding enabled."""
+    """A BERT WordPiece tokenizer.
+
+    `backend` is kept without truncation/padding; __call__ encodes with a private copy made at
+    construction, so build a new BertTokenizer(backend, ...) after changing `backend`.
+    """
 
     def __init__(self, backend: Tokenizer, *, do_lower_case: bool = True,
                  strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,

@@ -23,11 +23,13 @@ def _backend(tokenizer):
 
 
 @contextlib.contextmanager
-def _truncating(backend, max_length: int, strategy: str = "longest_first", stride: int = 0):
-    """Sets truncation, disables padding, and restores the backend's previous settings."""
+def _truncating(backend, max_length: int | None, strategy="longest_first", stride: int = 0):
+    """Sets truncation (none for max_length=None), disables padding, restores both afterwards."""
     old_trunc, old_pad = backend.truncation, backend.padding
     backend.no_padding()
-    backend.enable_truncation(max_length, stride=stride, strategy=strategy)
+    backend.no_truncation()
+    if max_length is not None:
+        backend.enable_truncation(max_length, stride=stride, strategy=strategy)
     try:
         yield backend
     finally:
@@ -229,11 +231,14 @@ def ner_predictions_to_entities(
 # Extractive question answering
 
 
-def _truncate_question(backend, question: str, max_query_length: int) -> str:
-    enc = backend.encode(question, add_special_tokens=False)
-    if len(enc.ids) <= max_query_length:
-        return question
-    return question[: enc.offsets[max_query_length - 1][1]]
+def _truncate_questions(backend, questions: list[str], max_query_length: int) -> list[str]:
+    """Cuts each question's text after its first `max_query_length` tokens."""
+    with _truncating(backend, None):
+        encodings = backend.encode_batch(questions, add_special_tokens=False)
+    return [
+        q if len(e.ids) <= max_query_length else q[: e.offsets[max_query_length - 1][1]]
+        for q, e in zip(questions, encodings)
+    ]
 
 
 def prepare_qa_features(
@@ -248,8 +253,8 @@ def prepare_qa_features(
     (first answer), or 0 (the [CLS] index) when the window doesn't contain it or there is no answer.
     """
     backend = _backend(tokenizer)
-    questions = [_truncate_question(backend, ex.question.lstrip(), max_query_length)
-                 for ex in examples]
+    questions = _truncate_questions(backend, [ex.question.lstrip() for ex in examples],
+                                    max_query_length)
     features = []
     with _truncating(backend, max_length, "only_second", doc_stride):
         for ex_index, (ex, question) in enumerate(zip(examples, questions)):
