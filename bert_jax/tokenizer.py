@@ -181,9 +181,9 @@ class BertTokenizer:
         specials/pad. padding=False gives, per key, a list of 1-D arrays instead.
         Truncation is longest-first to max_length (default model_max_length, else 512).
         """
-        texts = _check_texts(texts, "text")
+        texts = check_texts(texts, "text")
         if pairs is not None:
-            pairs = _check_texts(pairs, "pair")
+            pairs = check_texts(pairs, "pair")
             if len(pairs) != len(texts):
                 raise BertJaxError(f"got {len(texts)} texts but {len(pairs)} pairs")
         if padding not in _PADDING:
@@ -277,7 +277,7 @@ def train_tokenizer(files_glob: str, vocab_size: int, out_dir, lowercase: bool =
     return tokenizer
 
 
-def _check_texts(texts, what: str) -> list[str]:
+def check_texts(texts, what: str) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
     elif not isinstance(texts, Sequence) and not isinstance(texts, np.ndarray):

