@@ -78,7 +78,7 @@ def cmd_tokenizer_train(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from bert_jax.experiment_config import load_config
-    from bert_jax.train import train_and_evaluate
+    from bert_jax.pretrain import train_and_evaluate
 
     config = load_config(args.config, args.overrides)
     train_and_evaluate(config, args.workdir)

@@ -1,0 +1,194 @@
+"""Pretraining: corpus → tokenizer → packed (or NSP) rows → masked batches → Trainer → HF model dir.
+
+`train_and_evaluate(config, workdir)` is what `bert-jax pretrain` runs; tests and notebooks call it
+directly. Rerunning it with the same workdir resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bert_jax import sharding
+from bert_jax.config import BertConfig
+from bert_jax.data.masking import MaskingConfig
+from bert_jax.data.pipeline import PretrainBatches, eval_batches, pretrain_rows
+from bert_jax.data.sources import load_corpus, split_documents
+from bert_jax.errors import BertJaxError
+from bert_jax.losses import weighted_cross_entropy
+from bert_jax.model import BertForMaskedLM, BertForPreTraining
+from bert_jax.tokenizer import BertTokenizer
+from bert_jax.trainer import Trainer
+
+ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "segment_ids", "position_ids")
+
+
+class MaskedLMTask:
+    """MLM (and optionally NSP). The MLM head runs only at `masked_positions`."""
+
+    def __init__(self, nsp: bool = False):
+        self.nsp = nsp
+        self.metric_counts = {"mlm_accuracy": "mlm"} | ({"nsp_accuracy": "nsp"} if nsp else {})
+
+    def counts(self, batch):
+        counts = {"mlm": jnp.sum(batch["masked_weights"].astype(jnp.float32))}
+        if self.nsp:
+            counts["nsp"] = jnp.sum(batch["attention_mask"][:, 0].astype(jnp.float32))  # real rows
+        return counts
+
+    def loss_terms(self, model, batch):
+        inputs = {k: batch[k] for k in ENCODER_INPUTS}
+        out = model(masked_positions=batch["masked_positions"], **inputs)
+        mlm_logits, nsp_logits = out if self.nsp else (out, None)
+        ids, weights = batch["masked_ids"], batch["masked_weights"].astype(jnp.float32)
+        mlm_sum, _ = weighted_cross_entropy(mlm_logits, ids, weights)
+        terms = {"mlm": mlm_sum}
+        metrics = {"mlm_accuracy": jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * weights)}
+        if self.nsp:
+            real = batch["attention_mask"][:, 0].astype(jnp.float32)
+            labels = batch["next_sentence_label"]
+            terms["nsp"], _ = weighted_cross_entropy(nsp_logits, labels, real)
+            metrics["nsp_accuracy"] = jnp.sum((jnp.argmax(nsp_logits, -1) == labels) * real)
+        return terms, metrics
+
+
+def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
+    """`data.tokenizer = "train"` trains a WordPiece vocab on the training documents once and keeps
+    it in workdir/tokenizer (so a resumed run uses the very same vocab); otherwise it is a dir."""
+    spec = cfg.data.tokenizer
+    if spec != "train":
+        return BertTokenizer.from_pretrained(spec)
+    path = os.path.join(workdir, "tokenizer")
+    if os.path.isfile(os.path.join(path, "tokenizer.json")):
+        return BertTokenizer.from_pretrained(path)
+    lines = (line for doc in train_docs for line in doc)
+    tokenizer = BertTokenizer.train(lines, vocab_size=int(cfg.data.vocab_size), lowercase=cfg.data.lowercase)
+    tokenizer.model_max_length = int(cfg.data.max_length)
+    if jax.process_index() == 0:
+        tmp = path + ".tmp"
+        os.makedirs(tmp, exist_ok=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, path)
+    return tokenizer
+
+
+def build_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
+    cls = BertForPreTraining if cfg.data.layout == "nsp" else BertForMaskedLM
+    m = cfg.model
+    if m.get("init_from"):
+        model = cls.from_pretrained(m.init_from, dtype=m.dtype)
+        config = model.config
+    else:
+        config = BertConfig.preset(
+            m.size,
+            vocab_size=tokenizer.vocab_size,
+            max_position_embeddings=int(m.max_position_embeddings),
+            hidden_dropout_prob=float(m.hidden_dropout_prob),
+            attention_probs_dropout_prob=float(m.attention_probs_dropout_prob),
+            pad_token_id=tokenizer.pad_id,
+            dtype=m.dtype,
+        )
+        model = cls(config, rngs=nnx.Rngs(int(cfg.train.seed)))
+    if config.vocab_size < tokenizer.vocab_size:
+        raise BertJaxError(
+            f"model vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}"
+        )
+    if int(cfg.data.max_length) > config.max_position_embeddings:
+        raise BertJaxError(
+            f"data.max_length {cfg.data.max_length} exceeds the model's max_position_embeddings "
+            f"{config.max_position_embeddings}"
+        )
+    return model
+
+
+def _masking(cfg, tokenizer) -> MaskingConfig:
+    d = cfg.data
+    return MaskingConfig.for_tokenizer(
+        tokenizer, mask_rate=float(d.mask_rate), max_predictions=int(d.max_predictions),
+        whole_word=bool(d.whole_word),
+    )
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Pretrain per `config` (see configs/pretrain/*.py) in `workdir`; returns the final eval metrics.
+
+    Writes workdir/metrics.jsonl, workdir/checkpoints/, workdir/tokenizer/ and, at the end, an
+    HF-format workdir/model/ (BertForMaskedLM, or BertForPreTraining in nsp layout) + tokenizer.
+    """
+    sharding.maybe_initialize_distributed()
+    if config.data.layout not in ("packed", "nsp"):
+        raise BertJaxError(f"data.layout must be 'packed' or 'nsp', got {config.data.layout!r}")
+    os.makedirs(workdir, exist_ok=True)
+    docs = load_corpus(config.data.corpus)
+    train_docs, eval_docs = split_documents(docs, float(config.data.eval_fraction), int(config.train.seed))
+    tokenizer = build_tokenizer(config, train_docs, workdir)
+    model = build_model(config, tokenizer)
+    nsp = config.data.layout == "nsp"
+    max_length, seed = int(config.data.max_length), int(config.train.seed)
+
+    train_rows = pretrain_rows(train_docs, tokenizer, max_length, nsp=nsp, seed=seed)
+    eval_rows = pretrain_rows(eval_docs, tokenizer, max_length, nsp=nsp, seed=seed + 1)
+    limit = int(config.train.eval_batches) * int(config.train.batch_size)
+    eval_rows = {k: v[:limit] for k, v in eval_rows.items()}
+    masking = _masking(config, tokenizer)
+    batches = PretrainBatches(train_rows, batch_size=int(config.train.batch_size), seed=seed, masking=masking)
+
+    trainer = Trainer(model, MaskedLMTask(nsp), config, workdir, total_steps=int(config.train.steps))
+
+    def eval_fn(params):
+        result = trainer.evaluate(
+            params, eval_batches(eval_rows, int(config.train.batch_size), seed, masking=masking)
+        )
+        result["perplexity"] = float(np.exp(min(result["mlm_loss"], 50.0)))
+        return result
+
+    try:
+        state, final = trainer.fit(
+            batches, eval_fn=eval_fn, tokens_per_batch=lambda b: int(b["attention_mask"].sum())
+        )
+        if jax.process_index() == 0:
+            trainer.export_model(state["params"]).save_pretrained(os.path.join(workdir, "model"), tokenizer)
+            with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
+                json.dump(final, f, indent=2)
+    finally:
+        batches.close()
+        trainer.close()
+    return final
+
+
+def evaluate_mlm(model_dir: str, files: str, *, max_length: int = 128, batch_size: int = 32,
+                 seed: int = 0, mask_rate: float = 0.15) -> dict:
+    """MLM loss / accuracy / perplexity of an HF-format MLM model on any text files."""
+    from bert_jax import hf
+    from bert_jax.inference import jit_forward
+
+    cls = hf.model_class_for(model_dir)
+    if cls not in (BertForMaskedLM, BertForPreTraining):
+        raise BertJaxError(f"{model_dir}: {cls.__name__} has no MLM head (need BertForMaskedLM/BertForPreTraining)")
+    model = cls.from_pretrained(model_dir)
+    tokenizer = BertTokenizer.from_pretrained(model_dir)
+    max_length = min(max_length, model.config.max_position_embeddings)
+    rows = pretrain_rows(load_corpus(files), tokenizer, max_length, seed=seed)
+    masking = MaskingConfig.for_tokenizer(tokenizer, mask_rate=mask_rate, max_predictions=max(1, int(max_length * mask_rate)))
+    task = MaskedLMTask(nsp=False)
+
+    def sums(m, **batch):
+        if isinstance(m, BertForPreTraining):  # score its MLM part only
+            terms_model = lambda **kw: m(**kw)[0]
+        else:
+            terms_model = m
+        terms, metrics = task.loss_terms(terms_model, batch)
+        return terms["mlm"], metrics["mlm_accuracy"], task.counts(batch)["mlm"]
+
+    forward = jit_forward(model, sums)
+    total = np.zeros(3)
+    for batch in eval_batches(rows, batch_size, seed, masking=masking, shard_index=0, shard_count=1):
+        total += np.array([float(x) for x in forward(**batch)])
+    loss = total[0] / max(total[2], 1.0)
+    return {"mlm_loss": loss, "mlm_accuracy": total[1] / max(total[2], 1.0),
+            "perplexity": float(np.exp(min(loss, 50.0))), "masked_tokens": int(total[2])}

@@ -1,0 +1,279 @@
+"""One training loop for every task: sharded jit step, gradient accumulation, eval, checkpoints.
+
+A *task* says what a batch means (`Task.loss_terms`); the Trainer does the rest:
+  - the NNX model is split into graphdef + params once; the step is a pure function
+    `(state, batch) -> (state, metrics)` compiled with `jax.jit(in_shardings, out_shardings,
+    donate_argnums)` over a ("data", "fsdp") mesh of all devices (all hosts);
+  - gradient accumulation scans over k micro-batches and is exact: every loss term is a sum divided
+    by its count over the *whole* batch, so k micro-batches give the gradient of one big batch;
+  - dropout randomness is `fold_in(seed, step)`: independent of how the run was resumed;
+  - orbax checkpoints hold params, optimizer state, step, rng and the data iterator's state;
+    rerunning resumes from the newest readable checkpoint; metrics.jsonl is cut back to match.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from bert_jax import optim, sharding
+from bert_jax.checkpoint import Checkpointer
+from bert_jax.errors import BertJaxError
+
+Batch = dict[str, jax.Array]
+
+
+class Task(Protocol):
+    """What a batch means for a model. All sums are over the rows given, in float32."""
+
+    def counts(self, batch: Batch) -> dict[str, jax.Array]:
+        """Denominator of each loss term over `batch`, computed from the batch alone (no model)."""
+
+    def loss_terms(self, model: nnx.Module, batch: Batch) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        """({term: summed loss}, {metric: summed value}); each metric `x_correct` etc. is later
+        divided by the count named in `Task.metric_counts[x]`."""
+
+    metric_counts: dict[str, str]  # metric name → name of the count it is averaged over
+
+
+def _combined_loss(terms: dict, counts: dict) -> jax.Array:
+    return sum(terms[k] / jnp.maximum(counts[k], 1.0) for k in terms)
+
+
+class Trainer:
+    """Trains `model` on `task`. `cfg` is an ml_collections ConfigDict with `train` and `optimizer`."""
+
+    def __init__(self, model: nnx.Module, task: Task, cfg, workdir: str, *, total_steps: int):
+        self.task, self.cfg, self.workdir = task, cfg, workdir
+        self.total_steps = total_steps
+        t = cfg.train
+        self.accumulation = int(t.get("grad_accumulation", 1))
+        self.mesh = sharding.make_mesh(fsdp=int(t.get("fsdp", 1)))
+        if t.batch_size % (self.accumulation * jax.device_count()):
+            raise BertJaxError(
+                f"train.batch_size {t.batch_size} must be divisible by grad_accumulation "
+                f"{self.accumulation} x {jax.device_count()} devices"
+            )
+        self.tx, self.schedule = optim.from_config(cfg, total_steps)
+        model.train()
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.base_key = jax.random.key(int(t.seed))
+
+        abstract = jax.eval_shape(lambda p: self._init_state(p), params)
+        param_sh = sharding.param_shardings(abstract["params"], self.mesh, fsdp=int(t.get("fsdp", 1)) > 1)
+        # Optimizer moments mirror their parameters' shardings; scalars are replicated.
+        self.state_sharding = jax.tree.map(lambda _: sharding.replicated(self.mesh), abstract)
+        self.state_sharding["params"] = param_sh
+        self.state_sharding["opt_state"] = _mirror_shardings(abstract["opt_state"], abstract["params"], param_sh, self.mesh)
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_sharding
+        )
+        self._params = params
+        batch_sh = sharding.batch_sharding(self.mesh)
+        rep = sharding.replicated(self.mesh)
+        self.train_step = jax.jit(
+            self._train_step, in_shardings=(self.state_sharding, batch_sh),
+            out_shardings=(self.state_sharding, rep), donate_argnums=0,
+        )
+        self.eval_step = jax.jit(self._eval_step, in_shardings=(self.state_sharding["params"], batch_sh), out_shardings=rep)
+        self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(t.get("keep_checkpoints", 3)))
+
+    # ---- pure functions (jitted) ----------------------------------------------------------------
+    def _init_state(self, params):
+        return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+    def _model(self, params, key=None) -> nnx.Module:
+        return nnx.merge(self.graphdef, params, self.rest if key is None else _reseed(self.rest, key))
+
+    def _train_step(self, state, batch):
+        step = state["step"]
+        key = jax.random.fold_in(self.base_key, step)
+        counts = self.task.counts(batch)  # over the whole batch: exact accumulation
+        k = self.accumulation
+
+        def micro_grads(params, micro, micro_key):
+            def loss_fn(p):
+                terms, metrics = self.task.loss_terms(self._model(p, micro_key), micro)
+                return _combined_loss(terms, counts), (terms, metrics)
+
+            return jax.grad(loss_fn, has_aux=True)(params)
+
+        if k == 1:
+            grads, (terms, metrics) = micro_grads(state["params"], batch, key)
+        else:
+            # (B, ...) → (k, B/k, ...) taking rows i, i+k, ...: each device keeps its own rows.
+            micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
+
+            def body(carry, xs):
+                micro_batch, i = xs
+                g, aux = micro_grads(state["params"], micro_batch, jax.random.fold_in(key, i))
+                return jax.tree.map(jnp.add, carry, (g, aux)), None
+
+            zeros = jax.eval_shape(lambda: micro_grads(state["params"], jax.tree.map(lambda x: x[0], micro), key))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+            (grads, (terms, metrics)), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(k)))
+
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        out = self._summaries(terms, metrics, counts)
+        out["grad_norm"] = optax.global_norm(grads)
+        out["learning_rate"] = self.schedule(step)
+        return {"params": params, "opt_state": opt_state, "step": step + 1}, out
+
+    def _eval_step(self, params, batch):
+        model = self._model(params)
+        model.eval()
+        terms, metrics = self.task.loss_terms(model, batch)
+        return {"terms": terms, "metrics": metrics, "counts": self.task.counts(batch)}
+
+    def _summaries(self, terms, metrics, counts) -> dict:
+        out = {f"{k}_loss": terms[k] / jnp.maximum(counts[k], 1.0) for k in terms}
+        out["loss"] = _combined_loss(terms, counts)
+        for name, count_name in self.task.metric_counts.items():
+            out[name] = metrics[name] / jnp.maximum(counts[count_name], 1.0)
+        return out
+
+    # ---- host-side loop ---------------------------------------------------------------------------
+    def restore_or_init(self, data_iter) -> dict:
+        restored = self.checkpointer.restore(self.abstract_state)
+        if restored is None:
+            state = jax.jit(self._init_state, out_shardings=self.state_sharding)(self._params)
+            start = 0
+        else:
+            start, state, data_state = restored
+            if hasattr(data_iter, "set_state"):
+                data_iter.set_state(data_state)
+        self._params = None  # the state owns the params now
+        self.start_step = start
+        return state
+
+    def evaluate(self, params, batches: Iterable[dict]) -> dict:
+        sums: dict[str, Any] = {}
+        for local in batches:
+            out = jax.device_get(self.eval_step(params, sharding.put_batch(local, self.mesh)))
+            sums = out if not sums else jax.tree.map(np.add, sums, out)
+        if not sums:
+            return {}
+        counts = sums["counts"]
+        result = {f"{k}_loss": float(v / max(counts[k], 1.0)) for k, v in sums["terms"].items()}
+        result["loss"] = sum(result[f"{k}_loss"] for k in sums["terms"])
+        for name, count_name in self.task.metric_counts.items():
+            result[name] = float(sums["metrics"][name] / max(counts[count_name], 1.0))
+        return result
+
+    def fit(
+        self,
+        train_iter,
+        *,
+        eval_fn: Callable[[Any], dict] | None = None,
+        on_eval: Callable[[int, dict, Any], None] | None = None,
+        tokens_per_batch: Callable[[dict], int] | None = None,
+    ) -> tuple[Any, dict]:
+        """Run to `total_steps`. `eval_fn(params) -> metrics` runs every `train.eval_every` steps
+        and at the end; `on_eval(step, metrics, params)` sees each result (e.g. to keep the best)."""
+        t = self.cfg.train
+        state = self.restore_or_init(train_iter)
+        step = self.start_step
+        is_main = jax.process_index() == 0
+        metrics_path = os.path.join(self.workdir, "metrics.jsonl")
+        if is_main:
+            _truncate_metrics(metrics_path, step)
+        log_every, eval_every = int(t.log_every), int(t.eval_every)
+        ckpt_every = int(t.checkpoint_every)
+        last_good = self.checkpointer.latest_step()
+        bar = tqdm(total=self.total_steps, initial=step, disable=not is_main or not t.get("progress", True),
+                   dynamic_ncols=True, desc="train")
+        window_tokens, window_start = 0, time.perf_counter()
+        last_eval: dict = {}
+        while step < self.total_steps:
+            local = next(train_iter)
+            window_tokens += tokens_per_batch(local) if tokens_per_batch else 0
+            state, metrics = self.train_step(state, sharding.put_batch(local, self.mesh))
+            step += 1
+            if step % log_every == 0 or step == self.total_steps:
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not math.isfinite(metrics["loss"]):
+                    raise BertJaxError(
+                        f"loss is {metrics['loss']} at step {step}; stopping. Last good checkpoint: "
+                        + (f"step {last_good} in {self.checkpointer.directory}" if last_good else "none")
+                    )
+                elapsed = time.perf_counter() - window_start
+                tokens_per_sec = jax.process_count() * window_tokens / max(elapsed, 1e-9)
+                window_tokens, window_start = 0, time.perf_counter()
+                line = {"step": step, "split": "train", **metrics, "tokens_per_sec": tokens_per_sec}
+                if is_main:
+                    _append_jsonl(metrics_path, line)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
+            if eval_fn and (step % eval_every == 0 or step == self.total_steps):
+                last_eval = eval_fn(state["params"])
+                if is_main:
+                    _append_jsonl(metrics_path, {"step": step, "split": "eval", **last_eval})
+                if on_eval:
+                    on_eval(step, last_eval, state["params"])
+            if step % ckpt_every == 0 or step == self.total_steps:
+                data_state = train_iter.get_state() if hasattr(train_iter, "get_state") else {}
+                self.checkpointer.save(step, state, data_state)
+                last_good = step
+            bar.update(1)
+        bar.close()
+        return state, last_eval
+
+    def export_model(self, params) -> nnx.Module:
+        """An eval-mode model holding `params` (host copy), e.g. for save_pretrained."""
+        model = self._model(jax.device_get(params))
+        model.eval()
+        return model
+
+    def close(self) -> None:
+        self.checkpointer.close()
+
+
+def _reseed(rest: nnx.State, key: jax.Array) -> nnx.State:
+    """A copy of the non-param state whose every RNG stream starts from its own fold of `key`."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(rest)
+    new = []
+    for i, (path, leaf) in enumerate(leaves):
+        names = [getattr(p, "key", getattr(p, "name", None)) for p in path]
+        if "key" in names and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.fold_in(key, i)
+        elif "count" in names:
+            leaf = jnp.zeros_like(leaf)
+        new.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def _mirror_shardings(opt_state, params, param_sh, mesh):
+    """Optimizer-state leaves shaped like a parameter get that parameter's sharding."""
+    by_shape = {}
+    for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(param_sh)):
+        by_shape.setdefault(tuple(p.shape), s)
+    rep = sharding.replicated(mesh)
+    return jax.tree.map(lambda x: by_shape.get(tuple(x.shape), rep) if x.ndim else rep, opt_state)
+
+
+def _append_jsonl(path: str, obj: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(obj) + "\n")
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    """On resume, drop lines logged after the restored checkpoint (they will be logged again)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
