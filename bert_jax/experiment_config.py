@@ -13,6 +13,10 @@ from bert_jax.errors import BertJaxError
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """`file.py` or `file.py:ARG` (ARG is passed to get_config, e.g. a pretraining phase)."""
+    arg = None
+    if ":" in os.path.basename(path):
+        path, arg = path.rsplit(":", 1)
     if not os.path.isfile(path):
         raise BertJaxError(f"--config {path}: file not found")
     spec = importlib.util.spec_from_file_location(f"bert_jax_config_{abs(hash(path))}", path)
@@ -23,7 +27,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
         raise BertJaxError(f"--config {path}: cannot be loaded ({type(e).__name__}: {e})") from None
     if not hasattr(module, "get_config"):
         raise BertJaxError(f"--config {path}: defines no get_config()")
-    return module.get_config()
+    return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def _parse_value(text: str, current):
