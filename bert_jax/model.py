@@ -91,8 +91,10 @@ class Embeddings(nnx.Module):
         self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
         self.dtype = config.compute_dtype
 
-    def __call__(self, input_ids, token_type_ids, position_ids) -> jax.Array:
-        x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
+    def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds=None) -> jax.Array:
+        # `inputs_embeds` (B, L, D) replaces the word-embedding lookup (integrated gradients).
+        words = self.word(input_ids) if inputs_embeds is None else inputs_embeds.astype(self.dtype)
+        x = words + self.position(position_ids) + self.token_type(token_type_ids)
         return self.dropout(self.norm(x).astype(self.dtype))
 
 
@@ -173,6 +175,7 @@ class BertModel(HFFormat, nnx.Module):
         segment_ids: jax.Array | None = None,  # (B, L) packed document ids, 0 pad
         position_ids: jax.Array | None = None,  # (B, L)
         *,
+        inputs_embeds: jax.Array | None = None,  # (B, L, D) instead of the word embeddings
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> EncoderOutput:
@@ -189,7 +192,7 @@ class BertModel(HFFormat, nnx.Module):
                 position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
         mask = attention_mask_2d(attention_mask, segment_ids)
 
-        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         hidden_states, attentions = [x], []
         for layer in self.layers:
             x, probs = layer(x, mask, return_probs=output_attentions)
