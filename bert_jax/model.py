@@ -18,12 +18,27 @@ from bert_jax.attention import attention_mask_2d, dot_product_attention, positio
 from bert_jax.config import BertConfig
 
 
+def gelu_exact(x):
+    return jax.nn.gelu(x, approximate=False)  # HF "gelu" is the exact erf form
+
+
+def gelu_tanh(x):
+    return jax.nn.gelu(x, approximate=True)
+
+
+# Module-level functions (not lambdas) so identical models hash identically and share jit caches.
+_ACTIVATIONS = {
+    "gelu": gelu_exact,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+}
+
+
 def _activation(name: str):
-    if name == "gelu":
-        return lambda x: jax.nn.gelu(x, approximate=False)  # HF "gelu" is the exact erf form
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return lambda x: jax.nn.gelu(x, approximate=True)
-    return {"relu": jax.nn.relu, "tanh": jnp.tanh}[name]
+    return _ACTIVATIONS[name]
 
 
 def _dense(config: BertConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
