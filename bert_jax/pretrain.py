@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from bert_jax import sharding
 from bert_jax.config import BertConfig
@@ -64,17 +66,25 @@ def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
     if spec != "train":
         return BertTokenizer.from_pretrained(spec)
     path = os.path.join(workdir, "tokenizer")
-    if os.path.isfile(os.path.join(path, "tokenizer.json")):
-        return BertTokenizer.from_pretrained(path)
-    lines = (line for doc in train_docs for line in doc)
-    tokenizer = BertTokenizer.train(lines, vocab_size=int(cfg.data.vocab_size), lowercase=cfg.data.lowercase)
-    tokenizer.model_max_length = int(cfg.data.max_length)
-    if jax.process_index() == 0:
+    # WordPiece training is not deterministic (huggingface/tokenizers#1794: ids of tied tokens
+    # follow hash-map order), so only process 0 trains; the others wait and read its files from
+    # the shared workdir, as every process must use the very same ids.
+    if jax.process_index() == 0 and not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        lines = (line for doc in train_docs for line in doc)
+        tokenizer = BertTokenizer.train(lines, vocab_size=int(cfg.data.vocab_size),
+                                        lowercase=cfg.data.lowercase)
+        tokenizer.model_max_length = int(cfg.data.max_length)
         tmp = path + ".tmp"
-        os.makedirs(tmp, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         tokenizer.save_pretrained(tmp)
+        shutil.rmtree(path, ignore_errors=True)  # a partial dir from a killed run
         os.replace(tmp, path)
-    return tokenizer
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("bert_jax.pretrain.tokenizer")
+    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        raise BertJaxError(f"{path}: process 0 wrote no tokenizer here; the workdir must be on a "
+                           "file system shared by all processes")
+    return BertTokenizer.from_pretrained(path)
 
 
 def build_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
@@ -151,8 +161,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state, final = trainer.fit(
             batches, eval_fn=eval_fn, tokens_per_batch=lambda b: int(b["attention_mask"].sum())
         )
+        model = trainer.export_model(state["params"])  # on every process: gathers FSDP shards
         if jax.process_index() == 0:
-            trainer.export_model(state["params"]).save_pretrained(os.path.join(workdir, "model"), tokenizer)
+            model.save_pretrained(os.path.join(workdir, "model"), tokenizer)
             with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
                 json.dump(final, f, indent=2)
     finally:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from bert_jax import optim, sharding
 from bert_jax.checkpoint import Checkpointer
@@ -86,6 +86,7 @@ class Trainer:
             self._train_step, in_shardings=(self.state_sharding, batch_sh),
             out_shardings=(self.state_sharding, rep), donate_argnums=0,
         )
+        self._first_bad = jax.jit(_first_bad, out_shardings=rep)
         self.eval_step = jax.jit(self._eval_step, in_shardings=(self.state_sharding["params"], batch_sh), out_shardings=rep)
         self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(t.get("keep_checkpoints", 3)))
 
@@ -127,7 +128,7 @@ class Trainer:
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         out = self._summaries(terms, metrics, counts)
-        out["grad_norm"] = optax.global_norm(grads)
+        out["grad_norm"] = optax.tree.norm(grads)
         out["learning_rate"] = self.schedule(step)
         return {"params": params, "opt_state": opt_state, "step": step + 1}, out
 
@@ -181,7 +182,10 @@ class Trainer:
         tokens_per_batch: Callable[[dict], int] | None = None,
     ) -> tuple[Any, dict]:
         """Run to `total_steps`. `eval_fn(params) -> metrics` runs every `train.eval_every` steps
-        and at the end; `on_eval(step, metrics, params)` sees each result (e.g. to keep the best)."""
+        and at the end; `on_eval(step, metrics, params)` sees each result (e.g. to keep the best).
+
+        A NaN/inf loss or gradient norm raises BertJaxError naming the first bad step; it is
+        checked at every log and checkpoint step, so no checkpoint is written at or after it."""
         t = self.cfg.train
         state = self.restore_or_init(train_iter)
         step = self.start_step
@@ -191,7 +195,11 @@ class Trainer:
             _truncate_metrics(metrics_path, step)
         log_every, eval_every = int(t.log_every), int(t.eval_every)
         ckpt_every = int(t.checkpoint_every)
-        last_good = self.checkpointer.latest_step()
+        # The step we resumed from (not `latest_step()`: that may be an unreadable, skipped one).
+        last_good = step or None
+        # First step whose loss or gradient norm was not finite (0: none yet), tracked on device so
+        # that checking it costs no host sync except at log and checkpoint steps.
+        first_bad = jax.device_put(np.int32(0), sharding.replicated(self.mesh))
         bar = tqdm(total=self.total_steps, initial=step, disable=not is_main or not t.get("progress", True),
                    dynamic_ncols=True, desc="train")
         window_tokens, window_start = 0, time.perf_counter()
@@ -201,13 +209,13 @@ class Trainer:
             window_tokens += tokens_per_batch(local) if tokens_per_batch else 0
             state, metrics = self.train_step(state, sharding.put_batch(local, self.mesh))
             step += 1
-            if step % log_every == 0 or step == self.total_steps:
+            first_bad = self._first_bad(first_bad, metrics, step)
+            last_step = step == self.total_steps
+            if step % log_every == 0 or step % ckpt_every == 0 or last_step:
+                # Checked before any checkpoint is written, so every checkpoint is a good one.
+                self._stop_if_diverged(int(first_bad), last_good)
+            if step % log_every == 0 or last_step:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not math.isfinite(metrics["loss"]):
-                    raise BertJaxError(
-                        f"loss is {metrics['loss']} at step {step}; stopping. Last good checkpoint: "
-                        + (f"step {last_good} in {self.checkpointer.directory}" if last_good else "none")
-                    )
                 elapsed = time.perf_counter() - window_start
                 tokens_per_sec = jax.process_count() * window_tokens / max(elapsed, 1e-9)
                 window_tokens, window_start = 0, time.perf_counter()
@@ -215,22 +223,40 @@ class Trainer:
                 if is_main:
                     _append_jsonl(metrics_path, line)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
-            if eval_fn and (step % eval_every == 0 or step == self.total_steps):
+            if eval_fn and (step % eval_every == 0 or last_step):
                 last_eval = eval_fn(state["params"])
                 if is_main:
                     _append_jsonl(metrics_path, {"step": step, "split": "eval", **last_eval})
                 if on_eval:
                     on_eval(step, last_eval, state["params"])
-            if step % ckpt_every == 0 or step == self.total_steps:
+            if step % ckpt_every == 0 or last_step:
                 data_state = train_iter.get_state() if hasattr(train_iter, "get_state") else {}
                 self.checkpointer.save(step, state, data_state)
                 last_good = step
             bar.update(1)
         bar.close()
+        if eval_fn and not last_eval:  # resumed a finished run: report its final metrics again
+            last_eval = eval_fn(state["params"])
         return state, last_eval
 
+    def _stop_if_diverged(self, first_bad: int, last_good: int | None) -> None:
+        if not first_bad:
+            return
+        where = f"step {last_good} in {self.checkpointer.directory}" if last_good else "none"
+        raise BertJaxError(
+            f"loss or gradient norm is not finite (NaN/inf) at step {first_bad}; stopping. "
+            f"Last good checkpoint: {where} (rerunning resumes from it; lower "
+            "optimizer.learning_rate or raise warmup_steps first)"
+        )
+
     def export_model(self, params) -> nnx.Module:
-        """An eval-mode model holding `params` (host copy), e.g. for save_pretrained."""
+        """An eval-mode model holding `params` (host copy), e.g. for save_pretrained.
+
+        With FSDP over several processes call it on every process: the params are gathered first
+        (a collective), as no single host holds them whole."""
+        leaves = jax.tree.leaves(params)
+        if not all(x.is_fully_replicated or x.is_fully_addressable for x in leaves):
+            params = jax.jit(lambda p: p, out_shardings=sharding.replicated(self.mesh))(params)
         model = self._model(jax.device_get(params))
         model.eval()
         return model
@@ -262,6 +288,11 @@ def _mirror_shardings(opt_state, params, param_sh, mesh):
     return jax.tree.map(lambda x: by_shape.get(tuple(x.shape), rep) if x.ndim else rep, opt_state)
 
 
+def _first_bad(first: jax.Array, metrics: dict, step) -> jax.Array:
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    return jnp.where((first == 0) & ~finite, jnp.int32(step), first)
+
+
 def _append_jsonl(path: str, obj: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj) + "\n")
@@ -272,8 +303,16 @@ def _truncate_metrics(path: str, step: int) -> None:
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= step]
+        lines = [ln for ln in f if _logged_step(ln) <= step]
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(lines)
     os.replace(tmp, path)
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics line; a torn line (process killed mid-write) counts as after all."""
+    try:
+        return json.loads(line)["step"] if line.endswith("\n") else math.inf
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf

@@ -4,8 +4,9 @@ The global batch for step s is a pure function of (seed, s): positions s*B .. (s
 endless sequence "epoch 0 order, epoch 1 order, ...", where epoch e's order is a permutation of the
 rows seeded by (seed, e), and each row is masked with (seed, e, row index). Resuming is therefore
 just "start at step s" (the state is the step), any batch can be rebuilt with `batch_at(s)`, and
-hosts never need to talk: host h takes rows h::shard_count of each global batch. grain runs the
-batch function in a background thread and keeps `prefetch` batches ready.
+hosts never need to talk: host h takes the h-th contiguous block of each global batch, so the
+global array the hosts assemble (in process order) is the one-host batch, row for row. grain runs
+the batch function in a background thread and keeps `prefetch` batches ready.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class PretrainBatches(Iterator[dict[str, np.ndarray]]):
     def batch_at(self, step: int) -> dict[str, np.ndarray]:
         """This host's part of the global batch at `step`, rebuilt from scratch."""
         epochs, index = self.global_rows(step)
-        epochs = epochs[self.shard_index::self.shard_count]
-        index = index[self.shard_index::self.shard_count]
+        epochs = _host_block(epochs, self.shard_index, self.shard_count)
+        index = _host_block(index, self.shard_index, self.shard_count)
         return _masked(self.rows, index, epochs, self.seed, self.masking)
 
     def __iter__(self) -> PretrainBatches:
@@ -121,12 +122,19 @@ def eval_batches(rows: dict[str, np.ndarray], batch_size: int, seed: int, *,
     _local_batch_size(batch_size, shard_index, shard_count)
     n = len(rows["input_ids"])
     for start in range(0, n, batch_size):
-        index = np.arange(start, start + batch_size)[shard_index::shard_count]
+        index = _host_block(np.arange(start, start + batch_size), shard_index, shard_count)
         real = index < n
         batch = _masked(rows, np.where(real, index, 0), np.zeros_like(index), seed, masking)
         for value in batch.values():  # padding rows: zeros everywhere, so zero weight
             value[~real] = 0
         yield batch
+
+
+def _host_block(x: np.ndarray, shard_index: int, shard_count: int) -> np.ndarray:
+    """Host `shard_index`'s rows of a global batch: a contiguous block, as `put_batch` (and so
+    per-row randomness such as dropout) expects rows in process order."""
+    n = len(x) // shard_count
+    return x[shard_index * n:(shard_index + 1) * n]
 
 
 @functools.lru_cache(maxsize=4)
