@@ -84,6 +84,105 @@ def cmd_pretrain(args) -> None:
     train_and_evaluate(config, args.workdir)
 
 
+def cmd_finetune(args) -> None:
+    from bert_jax.experiment_config import load_config
+    from bert_jax.finetune import finetune
+
+    config = load_config(args.config, args.overrides)
+    result = finetune(config, args.workdir)
+    _print_json(result)
+
+
+def cmd_evaluate(args) -> None:
+    from bert_jax.errors import BertJaxError
+
+    if args.task == "mlm":
+        from bert_jax.pretrain import evaluate_mlm
+
+        if not args.files:
+            raise BertJaxError("--task mlm needs --files GLOB (text files to score)")
+        _print_json(evaluate_mlm(args.model, args.files))
+        return
+    if not args.config:
+        raise BertJaxError("evaluate needs --config configs/finetune/<task>.py (or --task mlm --files GLOB)")
+    from bert_jax.experiment_config import load_config
+    from bert_jax.finetune import evaluate
+
+    _print_json(evaluate(args.model, load_config(args.config, args.overrides)))
+
+
+def _read_records(args) -> list:
+    """Predict inputs: JSON objects (QA models, --jsonl, or a .jsonl --input), else text lines."""
+    from bert_jax.errors import BertJaxError
+
+    if args.question is not None or args.context is not None:
+        if args.question is None or args.context is None:
+            raise BertJaxError("--question and --context go together")
+        return [{"question": args.question, "context": args.context}]
+    as_json = args.jsonl or (args.input or "").lower().endswith(".jsonl")
+    if not as_json:
+        return _read_texts(args)
+    records = []
+    for n, line in enumerate(_read_texts(args), 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BertJaxError(f"{args.input or 'input'} line {n}: invalid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise BertJaxError(f"{args.input or 'input'} line {n}: expected a JSON object")
+        records.append(rec)
+    return records
+
+
+def cmd_predict(args) -> None:
+    from bert_jax.predict import Predictor
+
+    predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size,
+                                          max_length=args.max_length)
+    if predictor.task == "qa" and args.question is None:
+        args.jsonl = True  # QA input is {"question", "context"} per line
+    records = _read_records(args)
+    results = predictor.predict(records) if records else []
+    for rec, result in zip(records, results):
+        if isinstance(rec, dict):
+            head = {k: rec[k] for k in ("text", "text_pair", "question") if k in rec}
+        else:
+            head = {"text": rec}
+        _print_json({**head, **result})
+
+
+def cmd_explain(args) -> None:
+    from bert_jax.explain import explain
+
+    texts = _read_texts(args)
+    for result in explain(args.model, texts, method=args.method, steps=args.steps,
+                          target=args.target, baseline=args.baseline, batch_size=args.batch_size):
+        _print_json(result)
+
+
+def cmd_sweep(args) -> None:
+    from bert_jax import sweep
+
+    if args.random is not None:
+        space = sweep.parse_space(args.space) if args.space else sweep.PAPER_GRID
+        trials = sweep.random_trials(space, args.random, args.seed)
+    else:
+        if args.space:
+            raise_error("--space needs --random N")
+        trials = sweep.grid_trials(sweep.parse_grid(args.grid) if args.grid else sweep.PAPER_GRID)
+    ranked = sweep.run_sweep(args.config, args.workdir, trials, base_overrides=args.overrides,
+                             retry_failed=args.retry_failed)
+    print(sweep.summary_table(ranked), file=sys.stderr)
+    if ranked and ranked[0]["status"] == "ok":
+        _print_json({k: ranked[0][k] for k in ("trial", "settings", "metric", "value")})
+
+
+def raise_error(message: str):
+    from bert_jax.errors import BertJaxError
+
+    raise BertJaxError(message)
+
+
 # ---- parser --------------------------------------------------------------------------------------
 
 
@@ -133,6 +232,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="configs/pretrain/<name>.py")
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_pretrain, accepts_overrides=True)
+
+    p = sub.add_parser("finetune", help="fine-tune a classifier, NER tagger or QA model",
+                       description="Runs finetune(config, workdir): trains, evaluates each epoch, keeps the "
+                       "best model in WORKDIR/model (HF format) and its metrics in eval_results.json; "
+                       "rerunning resumes. Override any config field with --config.a.b=value.")
+    p.add_argument("--config", required=True, help="configs/finetune/<task>.py")
+    p.add_argument("--workdir", required=True)
+    p.set_defaults(func=cmd_finetune, accepts_overrides=True)
+
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned model (or MLM) as JSON",
+                       description="Scores --model on the evaluation data of --config (label ids from the "
+                       "model's id2label); --task mlm --files GLOB gives MLM loss/accuracy/perplexity.")
+    p.add_argument("--model", required=True, help="HF-format model directory")
+    p.add_argument("--config", help="configs/finetune/<task>.py (with --config.data.* overrides)")
+    p.add_argument("--task", choices=["mlm"], help="mlm: masked-LM evaluation on --files")
+    p.add_argument("--files", help="with --task mlm: glob of UTF-8 text files")
+    p.set_defaults(func=cmd_evaluate, accepts_overrides=True)
+
+    p = sub.add_parser("predict", help="predictions of a fine-tuned model as JSON lines",
+                       description="One JSON line per input: label/score/scores (classification), value "
+                       "(regression), entities (NER) or answer/start/end/score (QA). Reads TEXT arguments, "
+                       "--input FILE or stdin lines; JSON lines ({\"text\"[, \"text_pair\"]} or "
+                       "{\"question\", \"context\"}) with --jsonl, a .jsonl file, or a QA model.")
+    p.add_argument("--model", required=True, help="fine-tuned HF-format model directory")
+    p.add_argument("--input", help="file with one input per line")
+    p.add_argument("--jsonl", action="store_true", help="inputs are JSON objects, one per line")
+    p.add_argument("--question", help="QA: the question (with --context)")
+    p.add_argument("--context", help="QA: the passage to answer from")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's)")
+    p.add_argument("text", nargs="*", metavar="TEXT")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("explain", help="word attributions for a classifier's predictions (JSON lines)",
+                       description="One JSON line per text: integrated-gradients (default) or attention-rollout "
+                       "word attributions. Reads stdin lines when no TEXT is given.")
+    p.add_argument("--model", required=True,
+                   help="HF-format BertForSequenceClassification / BertForTokenClassification directory")
+    p.add_argument("--method", choices=["ig", "rollout"], default="ig")
+    p.add_argument("--steps", type=int, default=50, help="ig integration points (more: smaller 'delta')")
+    p.add_argument("--target", default=None, help="label name or index to explain (default: the prediction)")
+    p.add_argument("--baseline", choices=["pad", "zero"], default="pad")
+    p.add_argument("--batch-size", type=int, default=32, help="interpolation points per batch")
+    p.add_argument("text", nargs="*", metavar="TEXT")
+    p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("sweep", help="grid or random hyper-parameter search over a fine-tuning config",
+                       description="Runs each trial through `bert-jax finetune` in DIR/trials/<name>; records "
+                       "DIR/sweep.jsonl, prints a ranking, copies the best model to DIR/best/. Rerunning skips "
+                       "finished trials. Default: the BERT paper's grid (lr 5e-5/3e-5/2e-5, batch 16/32, "
+                       "epochs 2/3/4).")
+    p.add_argument("--config", required=True, help="configs/finetune/<task>.py")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="grid values per config key")
+    p.add_argument("--random", type=int, default=None, metavar="N", help="random search with N trials")
+    p.add_argument("--space", nargs="+", default=[], metavar="KEY=LO:HI[:log]", help="ranges for --random")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    p.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
+    p.set_defaults(func=cmd_sweep, accepts_overrides=True)
     return parser
 
 

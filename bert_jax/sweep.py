@@ -1,0 +1,177 @@
+"""Hyper-parameter search over fine-tuning configs: grid or random, resumable, failure-tolerant.
+
+Each trial is a set of config overrides run by the normal fine-tuning path (`finetune(config,
+subdir)`) in `DIR/trials/<name>/`. `DIR/sweep.jsonl` records every trial's settings, metric, time and
+status; a rerun skips trials already recorded there. The best trial's model is copied to `DIR/best/`.
+The default search space is the BERT paper's fine-tuning grid (Devlin et al. 2019, appendix A.3).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+import traceback
+
+import numpy as np
+
+from bert_jax.errors import BertJaxError
+from bert_jax.experiment_config import load_config_file, set_override
+
+PAPER_GRID = {
+    "optimizer.learning_rate": ["5e-5", "3e-5", "2e-5"],
+    "train.batch_size": ["16", "32"],
+    "train.epochs": ["2", "3", "4"],
+}
+
+
+def parse_grid(specs: list[str]) -> dict[str, list[str]]:
+    """["key=v1,v2", ...] → {key: [v1, v2]}."""
+    grid = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        choices = [v for v in values.split(",") if v.strip()]
+        if not sep or not key or not choices:
+            raise BertJaxError(f"--grid {spec!r}: expected key=v1,v2,...")
+        grid[key.strip()] = [v.strip() for v in choices]
+    return grid
+
+
+def parse_space(specs: list[str]) -> dict[str, tuple[float, float, bool, bool]]:
+    """["key=lo:hi[:log]", ...] → {key: (lo, hi, log, integer)}."""
+    space = {}
+    for spec in specs:
+        key, sep, rng = spec.partition("=")
+        parts = rng.split(":")
+        if not sep or not key or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+            raise BertJaxError(f"--space {spec!r}: expected key=lo:hi or key=lo:hi:log")
+        try:
+            lo, hi = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise BertJaxError(f"--space {spec!r}: lo and hi must be numbers") from None
+        log = len(parts) == 3
+        if not lo < hi or (log and lo <= 0):
+            raise BertJaxError(f"--space {spec!r}: need lo < hi (and lo > 0 for log)")
+        integer = all(p.lstrip("-").isdigit() for p in parts[:2])
+        space[key.strip()] = (lo, hi, log, integer)
+    return space
+
+
+def grid_trials(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    keys = sorted(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def random_trials(space, n: int, seed: int) -> list[dict[str, str]]:
+    """`n` samples: uniform or log-uniform in each range; or, with a grid (dict of lists) as the
+    space, distinct grid points drawn without replacement."""
+    if n < 1:
+        raise BertJaxError(f"--random {n}: need at least one trial")
+    rng = np.random.default_rng(seed)
+    if all(isinstance(v, list) for v in space.values()):
+        points = grid_trials(space)
+        return [points[i] for i in rng.permutation(len(points))[:n]]
+    trials = []
+    for _ in range(n):
+        trial = {}
+        for key in sorted(space):
+            lo, hi, log, integer = space[key]
+            x = math.exp(rng.uniform(math.log(lo), math.log(hi))) if log else rng.uniform(lo, hi)
+            trial[key] = str(int(round(x))) if integer else f"{x:.4g}"
+        trials.append(trial)
+    return trials
+
+
+def trial_name(settings: dict[str, str]) -> str:
+    return "_".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(settings.items())).replace("/", "-")
+
+
+def _read_records(path: str) -> dict[str, dict]:
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return {r["trial"]: r for r in (json.loads(line) for line in f if line.strip())}
+
+
+def run_sweep(config_path: str, workdir: str, trials: list[dict[str, str]], *,
+              base_overrides: list[str] = (), retry_failed: bool = False, run_trial=None) -> list[dict]:
+    """Run each trial not yet recorded in workdir/sweep.jsonl; return all records, best first.
+
+    Every override is checked against the config before anything runs, so a typo in a key is one
+    error line, not N failed trials. `run_trial(config, subdir) -> metrics` defaults to finetune.
+    """
+    from bert_jax.experiment_config import apply_overrides
+
+    if not trials:
+        raise BertJaxError("the search space is empty: give --grid key=v1,v2 or --random N --space ...")
+    for settings in trials:  # validate every key and value up front
+        config = apply_overrides(load_config_file(config_path), list(base_overrides))
+        for key, value in settings.items():
+            set_override(config, key, value)
+    if run_trial is None:
+        from bert_jax.finetune import finetune as run_trial
+
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(workdir, "sweep.jsonl")
+    records = _read_records(log_path)
+    for settings in trials:
+        name = trial_name(settings)
+        done = records.get(name)
+        if done and (done["status"] == "ok" or not retry_failed):
+            continue
+        config = apply_overrides(load_config_file(config_path), list(base_overrides))
+        for key, value in settings.items():
+            set_override(config, key, value)
+        start = time.perf_counter()
+        record = {"trial": name, "settings": settings, "workdir": os.path.join(workdir, "trials", name)}
+        try:
+            metrics = run_trial(config, record["workdir"])
+            metric = metrics.get("best_metric", "accuracy")
+            record.update(status="ok", metric=metric, value=float(metrics[metric]), metrics=metrics)
+        except Exception as e:  # a failed trial is recorded and the sweep goes on
+            message = str(e) if isinstance(e, BertJaxError) else traceback.format_exception_only(e)[-1].strip()
+            record.update(status="failed", error=message)
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        records[name] = record
+    ranked = rank(list(records.values()))
+    _copy_best(ranked, workdir)
+    return ranked
+
+
+def rank(records: list[dict]) -> list[dict]:
+    """Successful trials best first (lower is better for losses), then failed ones."""
+    ok = [r for r in records if r["status"] == "ok" and not math.isnan(r["value"])]
+    lower = lambda r: r["metric"].endswith("loss") or r["metric"] == "mse"
+    ok.sort(key=lambda r: r["value"] if lower(r) else -r["value"])
+    return ok + [r for r in records if r not in ok]
+
+
+def _copy_best(ranked: list[dict], workdir: str) -> None:
+    if not ranked or ranked[0]["status"] != "ok":
+        return
+    source = os.path.join(ranked[0]["workdir"], "model")
+    if not os.path.isdir(source):
+        return
+    target = os.path.join(workdir, "best")
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    with open(os.path.join(tmp, "sweep_trial.json"), "w", encoding="utf-8") as f:
+        json.dump({k: ranked[0][k] for k in ("trial", "settings", "metric", "value")}, f, indent=2)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def summary_table(ranked: list[dict]) -> str:
+    lines = [f"{'rank':>4}  {'metric':>10}  {'value':>8}  {'seconds':>8}  trial"]
+    for i, r in enumerate(ranked, 1):
+        if r["status"] == "ok":
+            lines.append(f"{i:>4}  {r['metric']:>10}  {r['value']:>8.4f}  {r['seconds']:>8.1f}  {r['trial']}")
+        else:
+            lines.append(f"{'-':>4}  {'failed':>10}  {'':>8}  {r['seconds']:>8.1f}  {r['trial']}: {r['error']}")
+    return "\n".join(lines)
