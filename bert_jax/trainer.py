@@ -193,6 +193,11 @@ class Trainer:
         metrics_path = os.path.join(self.workdir, "metrics.jsonl")
         if is_main:
             _truncate_metrics(metrics_path, step)
+        if eval_fn and step == 0 and t.get("eval_at_start", False):
+            # The untrained model's metrics: the start of every eval curve.
+            initial = eval_fn(state["params"])
+            if is_main:
+                _append_jsonl(metrics_path, {"step": 0, "split": "eval", **initial})
         log_every, eval_every = int(t.log_every), int(t.eval_every)
         ckpt_every = int(t.checkpoint_every)
         # The step we resumed from (not `latest_step()`: that may be an unreadable, skipped one).
@@ -299,8 +304,12 @@ def _append_jsonl(path: str, obj: dict) -> None:
 
 
 def _truncate_metrics(path: str, step: int) -> None:
-    """On resume, drop lines logged after the restored checkpoint (they will be logged again)."""
+    """On resume, drop lines logged after the restored checkpoint (they will be logged again);
+    on a fresh start (step 0), drop them all."""
     if not os.path.exists(path):
+        return
+    if step == 0:
+        os.remove(path)
         return
     with open(path, encoding="utf-8") as f:
         lines = [ln for ln in f if _logged_step(ln) <= step]

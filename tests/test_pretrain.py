@@ -163,7 +163,8 @@ def test_cli_run_writes_metrics_checkpoints_and_a_transformers_model(reference, 
     train = [m for m in lines if m["split"] == "train"]
     evals = [m for m in lines if m["split"] == "eval"]
     assert [m["step"] for m in train] == list(range(1, STEPS + 1))
-    assert [m["step"] for m in evals] == [4, 8]
+    assert [m["step"] for m in evals] == [0, 4, 8]  # eval_at_start: the untrained model first
+    assert evals[0]["mlm_loss"] > evals[-1]["mlm_loss"]
     assert {"step", "loss", "mlm_accuracy", "learning_rate", "grad_norm",
             "tokens_per_sec"} <= train[0].keys()
     assert {"step", "loss", "mlm_loss", "mlm_accuracy", "perplexity"} <= evals[0].keys()

@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.eval_every = 200
     c.train.eval_batches = 8  # held-out batches per evaluation
+    c.train.eval_at_start = True  # also evaluate the untrained model (step 0 of the curves)
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 2
     c.train.fsdp = 1  # >1 shards parameters over that many devices (FSDP)
