@@ -16,6 +16,7 @@ from flax import nnx, struct
 
 from bert_jax.attention import attention_mask_2d, dot_product_attention, positions_from_segments
 from bert_jax.config import BertConfig
+from bert_jax.precision import dot_general, matmul
 
 
 def gelu_exact(x):
@@ -48,6 +49,7 @@ def _dense(config: BertConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Lin
         dtype=config.compute_dtype,
         param_dtype=config.weights_dtype,
         kernel_init=nnx.initializers.normal(config.initializer_range),
+        dot_general=dot_general,  # bf16: fp32 accumulation on the fast kernels (precision.py)
         rngs=rngs,
     )
 
@@ -243,7 +245,8 @@ class MaskedLMHead(nnx.Module):
 
     def __call__(self, hidden: jax.Array, word_embeddings: nnx.Embed) -> jax.Array:
         h = self.norm(self.act(self.transform(hidden))).astype(hidden.dtype)
-        logits = word_embeddings.attend(h)  # (..., vocab) in compute dtype
+        table = word_embeddings.embedding[...].astype(h.dtype)  # (vocab, D), tied to the input
+        logits = matmul(h, table.T) if h.dtype == jnp.bfloat16 else h @ table.T  # (..., vocab)
         return logits.astype(jnp.float32) + self.bias[...].astype(jnp.float32)
 
 
