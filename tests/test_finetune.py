@@ -127,6 +127,25 @@ def test_predict_batch_equals_one_by_one(tweet_run, real_sentences, capsys, tmp_
     assert [r["label"] for r in rows] == [b["label"] for b in batch[8:14]]
 
 
+def test_explain_completeness_on_the_fine_tuned_minilm(tweet_run, real_sentences, capsys):
+    """Integrated gradients on the briefly fine-tuned MiniLM, through the CLI: the attributions sum
+    to the target logit's change from the [PAD] baseline within 1%."""
+    model_dir = os.path.join(tweet_run, "model")
+    texts = [real_sentences[0], real_sentences[9], "I love my new self-driving car!"]
+    code, out, _ = run_cli(capsys, "explain", "--model", model_dir, "--steps", "128", *texts)
+    assert code == 0
+    for text, line in zip(texts, out.splitlines()):
+        result = json.loads(line)
+        assert result["text"] == text and result["label"] in ("negative", "neutral", "positive")
+        total = sum(w["attribution"] for w in result["words"])
+        change = result["logit"] - result["baseline_logit"]
+        assert abs(total - change) <= 0.01 * abs(change) + 1e-6, (total, change)
+    code, out, _ = run_cli(capsys, "explain", "--model", model_dir, "--method", "rollout", texts[2])
+    rollout = json.loads(out)
+    # BERT words: I love my new self - driving car !
+    assert code == 0 and len(rollout["words"]) == 9 and all(w["attribution"] >= 0 for w in rollout["words"])
+
+
 def test_evaluate_cli_reproduces_eval_results(tweet_run, capsys):
     code, out, _ = run_cli(capsys, "evaluate", "--model", os.path.join(tweet_run, "model"),
                            "--config", config_path("tweet_sentiment"), *TWEETS)
