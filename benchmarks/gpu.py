@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch
+from workload import trainer_config, OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch
 
 H100_BF16_DENSE = 989e12
 # Global batch per (size, seq): about 32k-64k tokens a step, within 80 GB with AdamW state.
@@ -55,7 +55,6 @@ def einsum_attention(enabled: bool):
 
 def measure(w: Workload, fused: bool, repeats: int, warmup: int) -> dict:
     import jax
-    import ml_collections
     from flax import nnx
 
     from bert_jax import sharding
@@ -72,28 +71,7 @@ def measure(w: Workload, fused: bool, repeats: int, warmup: int) -> dict:
         attention_probs_dropout_prob=0.0,
         dtype="bfloat16",
     )
-    cfg = ml_collections.ConfigDict(
-        {
-            "train": {
-                "batch_size": w.batch,
-                "seed": 0,
-                "grad_accumulation": 1,
-                "fsdp": 1,
-                "keep_checkpoints": 1,
-            },
-            "optimizer": {
-                "name": "adamw",
-                "learning_rate": 1e-4,
-                "weight_decay": 0.01,
-                "warmup_steps": 100,
-                "decay": "linear",
-                "clip_norm": 1.0,
-                "b1": 0.9,
-                "b2": 0.999,
-                "eps": 1e-6,
-            },
-        }
-    )
+    cfg = trainer_config(w.batch)
     with tempfile.TemporaryDirectory() as workdir, einsum_attention(not fused):
         trainer = Trainer(
             BertForMaskedLM(config, rngs=nnx.Rngs(0)),

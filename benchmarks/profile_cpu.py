@@ -24,7 +24,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from train_step import Worker
-from workload import OUR_KEYS, VOCAB, Workload, make_batch, serve
+from workload import trainer_config, OUR_KEYS, VOCAB, Workload, make_batch, serve
 
 # name: (worker options, extra environment). Options: mode step|fwd|grad|opt, dtype, prng
 # (jax_default_prng_impl), head masked|full, attn_dropout/hidden_dropout overrides, patches.
@@ -293,7 +293,6 @@ def profile_worker(w: Workload, opts: dict, warmup: int) -> None:
 
 
 def _build(w: Workload, opts: dict, Trainer, sharding):
-    import ml_collections
     import numpy as np
     from flax import nnx
 
@@ -309,28 +308,7 @@ def _build(w: Workload, opts: dict, Trainer, sharding):
         dtype=opts.get("dtype", "float32"),
     )
     model = BertForMaskedLM(config, rngs=nnx.Rngs(0))
-    cfg = ml_collections.ConfigDict(
-        {
-            "train": {
-                "batch_size": w.batch,
-                "seed": 0,
-                "grad_accumulation": 1,
-                "fsdp": 1,
-                "keep_checkpoints": 1,
-            },
-            "optimizer": {
-                "name": "adamw",
-                "learning_rate": 1e-4,
-                "weight_decay": 0.01,
-                "warmup_steps": 100,
-                "decay": "linear",
-                "clip_norm": 1.0,
-                "b1": 0.9,
-                "b2": 0.999,
-                "eps": 1e-6,
-            },
-        }
-    )
+    cfg = trainer_config(w.batch)
     task = {"full": FullHeadMLMTask, "lean": LeanMLMTask}.get(opts.get("head"), MaskedLMTask)()
     keys = OUR_KEYS + (("labels",) if opts.get("head") == "full" else ())
     trainer = Trainer(

@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, serve
+from workload import trainer_config, OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, serve
 
 PEERS = ("hf_torch", "hf_flax")
 
@@ -35,7 +35,6 @@ PEERS = ("hf_torch", "hf_flax")
 # ---- the bert_jax worker ------------------------------------------------------------------------
 def bert_jax_worker(w: Workload, dtype: str, warmup: int) -> None:
     import jax
-    import ml_collections
     from flax import nnx
 
     from bert_jax import sharding
@@ -52,29 +51,7 @@ def bert_jax_worker(w: Workload, dtype: str, warmup: int) -> None:
         dtype=dtype,
     )
     model = BertForMaskedLM(config, rngs=nnx.Rngs(0))
-    cfg = ml_collections.ConfigDict(
-        {
-            "train": {
-                "batch_size": w.batch,
-                "seed": 0,
-                "grad_accumulation": 1,
-                "fsdp": 1,
-                "keep_checkpoints": 1,
-            },
-            # As configs/pretrain/*.py, and as the peers: clip 1.0, AdamW, decay 0.01 off bias/norm.
-            "optimizer": {
-                "name": "adamw",
-                "learning_rate": 1e-4,
-                "weight_decay": 0.01,
-                "warmup_steps": 100,
-                "decay": "linear",
-                "clip_norm": 1.0,
-                "b1": 0.9,
-                "b2": 0.999,
-                "eps": 1e-6,
-            },
-        }
-    )
+    cfg = trainer_config(w.batch)
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(model, MaskedLMTask(), cfg, workdir, total_steps=1_000_000)
         state = trainer.restore_or_init(iter([]))
