@@ -45,12 +45,8 @@ SETS = {
         "prng rbg (dropout masks)": ({"prng": "rbg"}, {}),
         "prng unsafe_rbg": ({"prng": "unsafe_rbg"}, {}),
         "fused QKV matmul": ({"patches": ["fused_qkv"]}, {}),
-        "bf16 + fast bf16 dots": ({"dtype": "bfloat16", "patches": ["bf16_dots"]}, {}),
         "lean MLM loss (no argmax)": ({"head": "lean"}, {}),
-        "bf16 fast dots + lean loss": (
-            {"dtype": "bfloat16", "patches": ["bf16_dots"], "head": "lean"},
-            {},
-        ),
+        "bf16 compute + lean loss": ({"dtype": "bfloat16", "head": "lean"}, {}),
     },
     "xla_flags": {
         "step (baseline)": ({}, {}),
@@ -117,60 +113,6 @@ def _patch_fused_qkv():
         return self.norm(x + y).astype(x.dtype), probs
 
     model_mod.SelfAttention.__call__ = call
-
-
-def _patch_bf16_dots():
-    """Low-precision matmuls that accumulate in fp32 *and* hit XLA:CPU's fast bf16 kernels.
-
-    XLA:CPU runs bf16 x bf16 -> bf16 dots at fp32 speed but bf16 x bf16 -> f32
-    (preferred_element_type=f32) at ~2x. A custom_vjp keeps the backward dots (dx, dW) on the
-    same fast path; JAX's own transpose of a preferred_element_type dot would mix an f32
-    cotangent with a bf16 operand and fall back to fp32 matmuls. Applies to every dense layer
-    and to the tied MLM decoder."""
-    import jax
-    import jax.numpy as jnp
-
-    import bert_jax.model as model_mod
-
-    f32 = jnp.float32
-
-    @jax.custom_vjp
-    def mm(x, w):  # (..., I) @ (I, O)
-        return jnp.einsum("...i,io->...o", x, w, preferred_element_type=f32).astype(x.dtype)
-
-    def mm_fwd(x, w):
-        return mm(x, w), (x, w)
-
-    def mm_bwd(res, g):
-        x, w = res
-        g = g.astype(x.dtype)
-        dx = jnp.einsum("...o,io->...i", g, w, preferred_element_type=f32).astype(x.dtype)
-        dw = jnp.einsum("...i,...o->io", x, g, preferred_element_type=f32).astype(w.dtype)
-        return dx, dw
-
-    mm.defvjp(mm_fwd, mm_bwd)
-
-    def dot_general(x, w, dims, precision=None, **kw):
-        if x.dtype != jnp.bfloat16:
-            return jax.lax.dot_general(x, w, dims, precision=precision, **kw)
-        return mm(x, w)
-
-    original_dense = model_mod._dense
-
-    def dense(config, d_in, d_out, rngs):
-        layer = original_dense(config, d_in, d_out, rngs)
-        layer.dot_general = dot_general
-        return layer
-
-    model_mod._dense = dense
-
-    def head(self, hidden, word_embeddings):
-        h = self.norm(self.act(self.transform(hidden))).astype(hidden.dtype)
-        table = word_embeddings.embedding[...].astype(h.dtype)  # (vocab, D)
-        logits = mm(h, table.T) if h.dtype == jnp.bfloat16 else h @ table.T
-        return logits.astype(f32) + self.bias[...].astype(f32)
-
-    model_mod.MaskedLMHead.__call__ = head
 
 
 class FullHeadMLMTask:
