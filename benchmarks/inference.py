@@ -94,8 +94,8 @@ def interleave(rows: list[Row], repeats: int) -> None:
 def table(title: str, rows: list[Row], baseline: str) -> list[dict]:
     base = next(r for r in rows if r.name == baseline)
     base_wall, base_cpu = statistics.median(base.wall), statistics.median(base.cpu)
-    print(f"\n{title}")
-    print(f"{'implementation':34} {'seq/s':>9} {'vs ' + baseline:>22} {'seq per CPU-s':>14} "
+    print(f"\n{title} (baseline: {baseline})")
+    print(f"{'implementation':34} {'seq/s':>9} {'vs baseline':>12} {'seq per CPU-s':>14} "
           f"{'vs (CPU)':>9} {'cold s':>7}")
     out = []
     for r in rows:
@@ -103,7 +103,7 @@ def table(title: str, rows: list[Row], baseline: str) -> list[dict]:
         rec = {"row": r.name, "seq_per_s": r.items / wall, "seq_per_cpu_s": r.items / cpu,
                "ratio": base_wall / wall, "ratio_cpu": base_cpu / cpu, "cold_s": r.cold,
                "wall_s": r.wall, "cpu_s": r.cpu}
-        print(f"{r.name:34} {rec['seq_per_s']:9.1f} {rec['ratio']:21.2f}x "
+        print(f"{r.name:34} {rec['seq_per_s']:9.1f} {rec['ratio']:11.2f}x "
               f"{rec['seq_per_cpu_s']:14.1f} {rec['ratio_cpu']:8.2f}x {r.cold:7.2f}")
         out.append(rec)
     return out

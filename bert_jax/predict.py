@@ -6,8 +6,8 @@
 The head in config.json decides the output: classification (label, score, all scores),
 regression (value), NER (entities with text, label, char start/end, score), extractive QA (answer,
 start, end, score; give questions and contexts). Inputs are tokenised together, sorted by length
-and cut into batches; each batch is padded to one of a few lengths (`length_buckets`) and a
-power-of-two number of rows, so a handful of compilations serve any input. Results come back in
+and cut into batches; each batch is padded to one of a few lengths (`length_buckets`, four per
+doubling) and a power-of-two number of rows, so a handful of compilations serve any input. Results come back in
 input order and equal (to float rounding) predicting one text at a time.
 
 The batching helpers here are shared with fine-tuning's evaluation (bert_jax.finetune).
@@ -42,17 +42,21 @@ MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 # Length-bucketed batches (also used by fine-tuning)
 
 
-def length_buckets(max_length: int, smallest: int = 16) -> list[int]:
-    """Padded lengths a batch may take: 16, 32, then powers of two and their halfway points
-    (48, 64, 96, 128, 192, 256, 384, 512, ...) below `max_length`, then `max_length` rounded up to a
-    multiple of 8. Padding wastes at most a third of a batch; a max length of 64 compiles 4 shapes.
-    E.g. 64 → [16, 32, 48, 64]; 384 → [16, 32, 48, 64, 96, 128, 192, 256, 384]."""
+def length_buckets(max_length: int, smallest: int = 16, per_octave: int = 2) -> list[int]:
+    """Padded lengths a batch may take: `per_octave` steps between consecutive powers of two from
+    `smallest`, rounded up to multiples of 8, below `max_length`; then `max_length` rounded up to a
+    multiple of 8. Past 32 tokens, rounding up to a bucket pads a text by at most a third
+    (per_octave=2) or a fifth (per_octave=4).
+    per_octave=2 (training: few shapes to compile): 64 → [16, 24, 32, 48, 64];
+    384 → [16, 24, 32, 48, 64, 96, 128, 192, 256, 384].
+    per_octave=4 (prediction): 128 → [16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]."""
     top = -(-int(max_length) // 8) * 8
-    sizes, power = [smallest], 2 * smallest
+    sizes, power = {smallest}, smallest
     while power < top:
-        sizes += [power, power * 3 // 2]
+        step = power // per_octave
+        sizes.update(-(-(power + k * step) // 8) * 8 for k in range(1, per_octave + 1))
         power *= 2
-    return [s for s in sizes if s < top] + [top]
+    return sorted(s for s in sizes if s < top) + [top]
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
@@ -75,15 +79,25 @@ def make_batch(features: Sequence[dict], index: Sequence[int], rows: int, length
 
 def sorted_batches(features: Sequence[dict], batch_size: int, buckets: Sequence[int], pad_id: int,
                    *, fixed_rows: bool = True) -> Iterator[tuple[np.ndarray, dict]]:
-    """(indices, batch) over all features in length order. Each batch has `batch_size` rows
-    (`fixed_rows`) or the next power of two at or above its size (at most `batch_size`)."""
+    """(indices, batch) over all features in length order.
+
+    fixed_rows=True (evaluation): every batch has `batch_size` rows. fixed_rows=False (prediction):
+    a batch has the next power of two at or above its size, and is also cut before a feature whose
+    padded length is more than twice the batch's first, so one long outlier does not pad a whole
+    batch of short texts to its length."""
     lengths = np.array([len(f["input_ids"]) for f in features])
+    padded = np.array([bucket_for(n, buckets) for n in lengths])
     order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+    start = 0
+    while start < len(order):
+        stop = min(start + batch_size, len(order))
+        if not fixed_rows:  # sorted: the first feature past twice the first padded length
+            stop = start + int(np.searchsorted(padded[order[start:stop]],
+                                               2 * padded[order[start]], side="right"))
+        index = order[start:stop]
         rows = batch_size if fixed_rows else min(batch_size, 1 << (len(index) - 1).bit_length())
-        length = bucket_for(lengths[index].max(), buckets)
-        yield index, make_batch(features, index, rows, length, pad_id)
+        yield index, make_batch(features, index, rows, padded[index].max(), pad_id)
+        start = stop
 
 
 def rows_of(out, index, lengths, token_level: bool) -> list:
@@ -148,7 +162,7 @@ class Predictor:
         limit = model.config.max_position_embeddings
         default = 384 if self.task == "qa" else (tokenizer.model_max_length or limit)
         self.max_length = min(int(max_length or default), limit)
-        self.buckets = length_buckets(self.max_length)
+        self.buckets = length_buckets(self.max_length, per_octave=4)  # compiled once each
         self.batch_size = int(batch_size)
         if doc_stride is None:
             doc_stride = min(128, self.max_length // 3)

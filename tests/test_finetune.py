@@ -18,7 +18,7 @@ from bert_jax.config import BertConfig
 from bert_jax.experiment_config import load_config
 from bert_jax.finetune import EpochBatches, finetune
 from bert_jax.model import BertModel
-from bert_jax.predict import Predictor
+from bert_jax.predict import Predictor, length_buckets, sorted_batches
 from bert_jax.tasks.datasets import load_task_data
 from bert_jax.tokenizer import BertTokenizer
 
@@ -306,6 +306,25 @@ def test_epoch_batches_fixed_shapes_and_state():
     assert all(np.array_equal(nxt[k], again[k]) for k in nxt)
     assert not np.array_equal(it.batch_at(0)["input_ids"], it.batch_at(7)["input_ids"]) or \
         it.batch_at(0)["input_ids"].shape != it.batch_at(7)["input_ids"].shape  # reshuffled
+
+
+def test_length_buckets_and_prediction_batches():
+    assert length_buckets(64) == [16, 24, 32, 48, 64]
+    assert length_buckets(100) == [16, 24, 32, 48, 64, 96, 104]
+    fine = length_buckets(512, per_octave=4)
+    assert fine[:8] == [16, 24, 32, 40, 48, 56, 64, 80] and fine[-3:] == [384, 448, 512]
+    assert all(b % 8 == 0 for b in fine)
+
+    # 20 short texts and one long outlier: prediction batches cut before the outlier, so the
+    # short texts are not padded to its length; evaluation batches keep `batch_size` rows.
+    lengths = [10 + i % 9 for i in range(20)] + [300]
+    features = [{"input_ids": [1] * n, "token_type_ids": [0] * n} for n in lengths]
+    shapes = [(b["input_ids"].shape, len(i)) for i, b in
+              sorted_batches(features, 32, fine, 0, fixed_rows=False)]
+    assert shapes == [((32, 24), 20), ((1, 320), 1)]
+    batches = list(sorted_batches(features, 8, fine, 0))
+    assert [b["input_ids"].shape for _, b in batches] == [(8, 16), (8, 16), (8, 320)]
+    assert sorted(np.concatenate([i for i, _ in batches])) == list(range(21))
 
 
 # ---- CLI error lines -----------------------------------------------------------------------------------
