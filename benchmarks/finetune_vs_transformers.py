@@ -161,6 +161,7 @@ def main() -> int:
     parser.add_argument("--max-train", type=int, help="training examples per task (default: all)")
     parser.add_argument("--max-eval", type=int, help="evaluation examples per task (default: all)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the config's)")
+    parser.add_argument("--seed", type=int, help="train.seed: head init, dropout, batch order")
     parser.add_argument("--tasks", default="tweet,ner", help="comma-separated: tweet, ner")
     parser.add_argument("--only", choices=["ours", "transformers"], help="run one side only")
     parser.add_argument("--json", help="also write the results here")
@@ -175,6 +176,7 @@ def main() -> int:
             ("max_train", "data.max_train_examples"),
             ("max_eval", "data.max_eval_examples"),
             ("epochs", "train.epochs"),
+            ("seed", "train.seed"),
         ):
             if getattr(args, flag) is not None:
                 overrides.append(f"--config.{field}={getattr(args, flag)}")

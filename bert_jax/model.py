@@ -109,10 +109,23 @@ class Embeddings(nnx.Module):
         self.dtype = config.compute_dtype
 
     def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds=None) -> jax.Array:
+        # Rows are read from the stored (fp32) tables and summed before the cast to the compute
+        # dtype, so the backward scatter-adds run in fp32: bf16 scatter-adds are emulated with
+        # compare-and-swap loops on GPUs (3/4 of a bf16 BERT-base step on an H100). The tiny
+        # token-type table is read through a one-hot product, whose gradient is a sum rather than
+        # B·L atomic adds into the same two rows.
         # `inputs_embeds` (B, L, D) replaces the word-embedding lookup (integrated gradients).
-        words = self.word(input_ids) if inputs_embeds is None else inputs_embeds.astype(self.dtype)
-        x = words + self.position(position_ids) + self.token_type(token_type_ids)
+        words = _rows(self.word, input_ids) if inputs_embeds is None else inputs_embeds
+        types = self.token_type.embedding[...]  # (type_vocab_size, D)
+        one_hot = jax.nn.one_hot(token_type_ids, types.shape[0], dtype=types.dtype)  # (B, L, T)
+        x = (words.astype(types.dtype) + _rows(self.position, position_ids)
+             + jnp.einsum("blt,td->bld", one_hot, types, precision=jax.lax.Precision.HIGHEST))
         return self.dropout(self.norm(x).astype(self.dtype))
+
+
+def _rows(table: nnx.Embed, ids: jax.Array) -> jax.Array:
+    """table[ids] (..., D) in the table's stored dtype."""
+    return jnp.take(table.embedding[...], ids, axis=0)
 
 
 class SelfAttention(nnx.Module):

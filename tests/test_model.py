@@ -219,3 +219,19 @@ def test_bf16_model_gradients_close_to_fp32():
         a, b = np.asarray(g32.get_value()), np.asarray(g16.get_value())
         assert b.dtype == np.float32 and np.isfinite(b).all()  # grads land in the fp32 params
         assert np.abs(a - b).max() <= 0.1 * np.abs(a).max() + 1e-6, path
+
+
+def test_bf16_embedding_gradients_are_not_bf16_scatters():
+    """bf16 scatter-adds are compare-and-swap loops on GPUs (3/4 of a BERT-base step on an H100):
+    the embedding lookups must scatter their gradients in fp32, and token types not at all."""
+    model = BertForMaskedLM(TINY.replace(dtype="bfloat16"), rngs=nnx.Rngs(0))
+    model.eval()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ids = jnp.ones((2, 12), jnp.int32)
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p, rest)(ids).astype(jnp.float32))
+    text = jax.jit(jax.grad(loss)).lower(params).as_text()
+    lines = text.splitlines()
+    scatters = [i for i, line in enumerate(lines) if '"stablehlo.scatter"' in line]
+    assert len(scatters) == 2  # word and position tables; the type table is read by a product
+    reducers = [lines[i + 1] for i in scatters]  # ^bb0(%a: tensor<f32>, %b: tensor<f32>)
+    assert all("tensor<f32>" in r and "bf16" not in r for r in reducers), reducers

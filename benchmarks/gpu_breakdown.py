@@ -1,0 +1,136 @@
+"""Why a GPU train step is slow: A/B variants of the BERT MLM step, then its top GPU kernels.
+
+    python benchmarks/gpu_breakdown.py [--size base --seq 128 --batch 256]
+
+Variants (same process, one after another, median of --repeats steps): the gpu.py step (bf16,
+dropout 0.1/0), without dropout, with plain bf16 dots instead of bert_jax.precision's, fp32, and
+a quarter of the batch (a fixed per-step cost shows as a time that does not shrink). Then a
+jax.profiler trace of the baseline step: total GPU time per kernel name, largest first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, trainer_config
+
+
+def build(w: Workload, dtype: str, hidden_dropout: float, plain_dots: bool):
+    import jax
+    from flax import nnx
+
+    import bert_jax.model as model_mod
+    from bert_jax import sharding
+    from bert_jax.config import BertConfig
+    from bert_jax.pretrain import MaskedLMTask
+    from bert_jax.trainer import Trainer
+
+    config = BertConfig.preset(w.size, vocab_size=VOCAB, max_position_embeddings=512,
+                               hidden_dropout_prob=hidden_dropout,
+                               attention_probs_dropout_prob=0.0, dtype=dtype)
+    original = model_mod.dot_general
+    if plain_dots:
+        model_mod.dot_general = jax.lax.dot_general
+    try:
+        model = model_mod.BertForMaskedLM(config, rngs=nnx.Rngs(0))
+    finally:
+        model_mod.dot_general = original
+    trainer = Trainer(model, MaskedLMTask(), trainer_config(w.batch), tempfile.mkdtemp(),
+                      total_steps=1_000_000)
+    state = trainer.restore_or_init(iter([]))
+    b = make_batch(w)
+    return trainer, state, sharding.put_batch({k: b[k] for k in OUR_KEYS}, trainer.mesh)
+
+
+def time_steps(trainer, state, batch, repeats: int, warmup: int = 3):
+    import jax
+
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        state, metrics = trainer.train_step(state, batch)
+        jax.block_until_ready(metrics)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), state
+
+
+def kernel_profile(trainer, state, batch, steps: int = 3, top: int = 25) -> None:
+    import jax
+
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for _ in range(steps):
+                state, metrics = trainer.train_step(state, batch)
+                jax.block_until_ready(metrics)
+        path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
+        profile = jax.profiler.ProfileData.from_file(path)
+    per_kernel: collections.Counter = collections.Counter()
+    count: collections.Counter = collections.Counter()
+    lines_seen = []
+    for plane in profile.planes:
+        if not plane.name.startswith("/device:GPU"):
+            continue
+        for line in plane.lines:
+            lines_seen.append(f"{plane.name}:{line.name}")
+            if "Stream" not in line.name and "stream" not in line.name:
+                continue
+            for event in line.events:
+                per_kernel[event.name] += event.duration_ns / steps
+                count[event.name] += 1
+    total = sum(per_kernel.values())
+    print(f"\nGPU lines: {sorted(set(lines_seen))[:12]}")
+    print(f"kernel time per step: {total / 1e6:.1f} ms over {len(per_kernel)} kernel names")
+    for name, ns in per_kernel.most_common(top):
+        print(f"{ns / 1e6:8.2f} ms {100 * ns / max(total, 1):5.1f}%  x{count[name] // steps:<4} "
+              f"{name[:110]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="base")
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--peak-tflops", type=float, default=989.0)
+    args = ap.parse_args()
+    import gc
+
+    import jax
+
+    print(jax.devices(), jax.__version__)
+    w = Workload(args.size, args.batch, args.seq, 0.1, 0.0)
+    variants = {
+        "bf16, dropout 0.1 (gpu.py)": (w, "bfloat16", 0.1, False),
+        "bf16, no dropout": (w, "bfloat16", 0.0, False),
+        "bf16, plain bf16 dots": (w, "bfloat16", 0.1, True),
+        "fp32": (w, "float32", 0.1, False),
+        "bf16, batch / 4": (Workload(args.size, args.batch // 4, args.seq, 0.1, 0.0), "bfloat16",
+                            0.1, False),
+    }
+    print(f"{'variant':30} {'step ms':>8} {'tokens/s':>10} {'MFU':>6}")
+    for name, (wv, dtype, drop, plain) in variants.items():
+        trainer, state, batch = build(wv, dtype, drop, plain)
+        seconds, state = time_steps(trainer, state, batch, args.repeats)
+        fpt = flops_per_token(wv, head_fraction=wv.masked / wv.seq)
+        mfu = wv.tokens / seconds * fpt / (args.peak_tflops * 1e12)
+        print(f"{name:30} {seconds * 1e3:8.1f} {wv.tokens / seconds:10,.0f} {100 * mfu:5.1f}%",
+              flush=True)
+        if name.endswith("(gpu.py)"):
+            kernel_profile(trainer, state, batch)
+        trainer.close()
+        del trainer, state, batch
+        gc.collect()
+
+
+if __name__ == "__main__":
+    main()
