@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import functools
 import glob
 import os
 import statistics
@@ -52,16 +54,32 @@ def build(w: Workload, dtype: str, hidden_dropout: float, plain_dots: bool):
 
 
 def time_steps(trainer, state, batch, repeats: int, warmup: int = 3):
+    """(median step seconds, state, loss of the first step)."""
     import jax
 
-    times = []
+    times, first_loss = [], None
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
         state, metrics = trainer.train_step(state, batch)
         jax.block_until_ready(metrics)
+        first_loss = float(metrics["loss"]) if first_loss is None else first_loss
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), state
+    return statistics.median(times), state, first_loss
+
+
+@contextlib.contextmanager
+def attention_implementation(name: str | None):
+    """Trace with `jax.nn.dot_product_attention(implementation=name)` (None: JAX's choice)."""
+    import jax
+
+    original = jax.nn.dot_product_attention
+    if name:
+        jax.nn.dot_product_attention = functools.partial(original, implementation=name)
+    try:
+        yield
+    finally:
+        jax.nn.dot_product_attention = original
 
 
 def kernel_profile(trainer, state, batch, steps: int = 3, top: int = 25) -> None:
@@ -102,6 +120,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--peak-tflops", type=float, default=989.0)
+    ap.add_argument("--only", help="variant names to run, separated by ';'")
+    ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args()
     import gc
 
@@ -109,23 +129,28 @@ def main() -> None:
 
     print(jax.devices(), jax.__version__)
     w = Workload(args.size, args.batch, args.seq, 0.1, 0.0)
+    quarter = Workload(args.size, args.batch // 4, args.seq, 0.1, 0.0)
+    # name: (workload, dtype, hidden dropout, plain bf16 dots, attention implementation)
     variants = {
-        "bf16, dropout 0.1 (gpu.py)": (w, "bfloat16", 0.1, False),
-        "bf16, no dropout": (w, "bfloat16", 0.0, False),
-        "bf16, plain bf16 dots": (w, "bfloat16", 0.1, True),
-        "fp32": (w, "float32", 0.1, False),
-        "bf16, batch / 4": (Workload(args.size, args.batch // 4, args.seq, 0.1, 0.0), "bfloat16",
-                            0.1, False),
+        "bf16, dropout 0.1 (gpu.py)": (w, "bfloat16", 0.1, False, None),
+        "bf16, cudnn attention": (w, "bfloat16", 0.1, False, "cudnn"),
+        "bf16, no dropout": (w, "bfloat16", 0.0, False, None),
+        "bf16, plain bf16 dots": (w, "bfloat16", 0.1, True, None),
+        "fp32": (w, "float32", 0.1, False, None),
+        "bf16, batch / 4": (quarter, "bfloat16", 0.1, False, None),
     }
-    print(f"{'variant':30} {'step ms':>8} {'tokens/s':>10} {'MFU':>6}")
-    for name, (wv, dtype, drop, plain) in variants.items():
-        trainer, state, batch = build(wv, dtype, drop, plain)
-        seconds, state = time_steps(trainer, state, batch, args.repeats)
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k in args.only.split(";")}
+    print(f"{'variant':30} {'step ms':>8} {'tokens/s':>10} {'MFU':>6} {'first loss':>11}")
+    for name, (wv, dtype, drop, plain, attention) in variants.items():
+        with attention_implementation(attention):
+            trainer, state, batch = build(wv, dtype, drop, plain)
+            seconds, state, loss = time_steps(trainer, state, batch, args.repeats)
         fpt = flops_per_token(wv, head_fraction=wv.masked / wv.seq)
         mfu = wv.tokens / seconds * fpt / (args.peak_tflops * 1e12)
-        print(f"{name:30} {seconds * 1e3:8.1f} {wv.tokens / seconds:10,.0f} {100 * mfu:5.1f}%",
-              flush=True)
-        if name.endswith("(gpu.py)"):
+        print(f"{name:30} {seconds * 1e3:8.1f} {wv.tokens / seconds:10,.0f} {100 * mfu:5.1f}% "
+              f"{loss:11.5f}", flush=True)
+        if name.endswith("(gpu.py)") and not args.no_profile:
             kernel_profile(trainer, state, batch)
         trainer.close()
         del trainer, state, batch
