@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from workload import trainer_config, OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch
+from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, trainer_config
 
 H100_BF16_DENSE = 989e12
 # Global batch per (size, seq): about 32k-64k tokens a step, within 80 GB with AdamW state.
@@ -53,48 +53,58 @@ def einsum_attention(enabled: bool):
         model_mod.dot_product_attention = original
 
 
-def measure(w: Workload, fused: bool, repeats: int, warmup: int) -> dict:
+def build(w: Workload, dtype: str = "bfloat16", plain_dots: bool = False):
+    """(Trainer, state, batch) of the MLM step for `w` (its dropout rates; max length 512).
+    `plain_dots` builds the dense layers with lax.dot_general instead of bert_jax.precision's."""
     import jax
     from flax import nnx
 
+    import bert_jax.model as model_mod
     from bert_jax import sharding
     from bert_jax.config import BertConfig
-    from bert_jax.model import BertForMaskedLM
     from bert_jax.pretrain import MaskedLMTask
     from bert_jax.trainer import Trainer
 
-    config = BertConfig.preset(
-        w.size,
-        vocab_size=VOCAB,
-        max_position_embeddings=512,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.0,
-        dtype="bfloat16",
-    )
-    cfg = trainer_config(w.batch)
-    with tempfile.TemporaryDirectory() as workdir, einsum_attention(not fused):
-        trainer = Trainer(
-            BertForMaskedLM(config, rngs=nnx.Rngs(0)),
-            MaskedLMTask(),
-            cfg,
-            workdir,
-            total_steps=1_000_000,
-        )
-        state = trainer.restore_or_init(iter([]))
-        b = make_batch(w)
-        batch = sharding.put_batch({k: b[k] for k in OUR_KEYS}, trainer.mesh)
-        times = []
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            state, metrics = trainer.train_step(state, batch)
-            jax.block_until_ready(metrics)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        trainer.close()
-        del state, batch, trainer
+    config = BertConfig.preset(w.size, vocab_size=VOCAB, max_position_embeddings=512,
+                               hidden_dropout_prob=w.hidden_dropout,
+                               attention_probs_dropout_prob=w.attention_dropout, dtype=dtype)
+    original = model_mod.dot_general
+    if plain_dots:
+        model_mod.dot_general = jax.lax.dot_general
+    try:
+        model = model_mod.BertForMaskedLM(config, rngs=nnx.Rngs(0))
+    finally:
+        model_mod.dot_general = original
+    trainer = Trainer(model, MaskedLMTask(), trainer_config(w.batch),
+                      tempfile.mkdtemp(prefix="bert_jax_gpu_"), total_steps=1_000_000)
+    state = trainer.restore_or_init(iter([]))
+    b = make_batch(w)
+    return trainer, state, sharding.put_batch({k: b[k] for k in OUR_KEYS}, trainer.mesh)
+
+
+def time_steps(trainer, state, batch, repeats: int, warmup: int = 3):
+    """(median step seconds, state, loss of the first step)."""
+    import jax
+
+    times, first_loss = [], None
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        state, metrics = trainer.train_step(state, batch)
+        jax.block_until_ready(metrics)
+        first_loss = float(metrics["loss"]) if first_loss is None else first_loss
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), state, first_loss
+
+
+def measure(w: Workload, fused: bool, repeats: int, warmup: int) -> dict:
+    with einsum_attention(not fused):  # active while the step is traced (its first call)
+        trainer, state, batch = build(w)
+        seconds, state, _ = time_steps(trainer, state, batch, repeats, warmup)
+    trainer.close()
+    del state, batch, trainer
     gc.collect()
-    med = statistics.median(times)
-    return {"median_step_s": med, "tokens_per_sec": w.tokens / med}
+    return {"median_step_s": seconds, "tokens_per_sec": w.tokens / seconds}
 
 
 def main() -> None:
