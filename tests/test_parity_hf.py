@@ -260,6 +260,9 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
     cfg = default_config()
     cfg.optimizer.learning_rate, cfg.optimizer.weight_decay = 3e-3, 0.3
     cfg.optimizer.warmup_steps, cfg.optimizer.clip_norm = warmup, 0.5
+    # eps 1e-4, not 1e-8: Adam divides by sqrt(v)+eps, so the rounding-level gradients of the key
+    # biases (zero in exact arithmetic) would otherwise take full, sign-random steps on each side.
+    cfg.optimizer.eps = 1e-4
     cfg.train.batch_size = 3
     model = BertForTokenClassification.from_pretrained(tmp_path / "start")
     trainer = Trainer(model, TokenClassificationTask(), cfg, str(tmp_path / "work"), total_steps=steps)
@@ -301,7 +304,7 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
         if name not in ours:
             continue  # buffers (position_ids)
         np.testing.assert_allclose(ours[name], expected.numpy(), atol=1e-5, err_msg=name)
-        if np.abs(expected.numpy() - start[name].detach().numpy()).max() < 1e-4:
+        if np.abs(expected.numpy() - start[name].detach().numpy()).max() < 1e-6:
             still.append(name)
     # Only the key biases get no gradient (softmax ignores a per-query constant).
     assert all(name.endswith("key.bias") for name in still), still
