@@ -41,14 +41,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load(task: str, overrides: list[str]):
-    from bert_jax.experiment_config import load_config
+    from bert_jax.training.experiment_config import load_config
 
     path = os.path.join(HERE, "..", "configs", "finetune", f"{CONFIGS[task]}.py")
     return load_config(path, ["--config.train.progress=false", *overrides])
 
 
 def run_ours(config) -> dict:
-    from bert_jax.finetune import finetune
+    from bert_jax.training.finetune import finetune
 
     with tempfile.TemporaryDirectory() as workdir:
         start, cpu = time.perf_counter(), time.process_time()
@@ -64,8 +64,8 @@ def run_torch(config) -> dict:
     from seqeval.metrics import f1_score as entity_f1
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-    from bert_jax.finetune import EpochBatches, default_model_dir
-    from bert_jax.predict import length_buckets, sorted_batches
+    from bert_jax.training.finetune import EpochBatches, default_model_dir
+    from bert_jax.tasks.batching import length_buckets, sorted_batches
     from bert_jax.tasks.datasets import load_task_data
     from bert_jax.tasks.features import word_predictions
     from bert_jax.tokenizer import BertTokenizer

@@ -34,8 +34,8 @@ BATCH = {("base", 128): 256, ("base", 512): 64, ("large", 128): 128, ("large", 5
 @contextlib.contextmanager
 def einsum_attention(enabled: bool):
     """Route bert_jax's attention through the explicit einsum path while tracing."""
-    import bert_jax.model as model_mod
-    from bert_jax import attention
+    import bert_jax.model.modeling as model_mod
+    from bert_jax.model import attention
 
     if not enabled:
         yield
@@ -55,15 +55,15 @@ def einsum_attention(enabled: bool):
 
 def build(w: Workload, dtype: str = "bfloat16", plain_dots: bool = False):
     """(Trainer, state, batch) of the MLM step for `w` (its dropout rates; max length 512).
-    `plain_dots` builds the dense layers with lax.dot_general instead of bert_jax.precision's."""
+    `plain_dots` builds the dense layers with lax.dot_general instead of bert_jax.model.precision's."""
     import jax
     from flax import nnx
 
-    import bert_jax.model as model_mod
-    from bert_jax import sharding
-    from bert_jax.config import BertConfig
-    from bert_jax.pretrain import MaskedLMTask
-    from bert_jax.trainer import Trainer
+    import bert_jax.model.modeling as model_mod
+    from bert_jax.training import sharding
+    from bert_jax.model.config import BertConfig
+    from bert_jax.training.pretrain import MaskedLMTask
+    from bert_jax.training.trainer import Trainer
 
     config = BertConfig.preset(w.size, vocab_size=VOCAB, max_position_embeddings=512,
                                hidden_dropout_prob=w.hidden_dropout,

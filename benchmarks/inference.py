@@ -41,8 +41,8 @@ def tweet_model(path: str | None) -> str:
         return path
     if os.path.exists(os.path.join(CACHE, "config.json")):
         return CACHE
-    from bert_jax.experiment_config import load_config
-    from bert_jax.finetune import finetune
+    from bert_jax.training.experiment_config import load_config
+    from bert_jax.training.finetune import finetune
 
     print("fine-tuning MiniLM on 2,000 tweets for the benchmark model ...", file=sys.stderr)
     config = load_config(os.path.join(HERE, "..", "configs", "finetune", "tweet_sentiment.py"), [
@@ -114,7 +114,7 @@ def fixed_shape_rows(model_dir: str, batch: int, seq: int) -> list[Row]:
     import torch
     import transformers
 
-    from bert_jax.model import BertForSequenceClassification
+    from bert_jax.model.modeling import BertForSequenceClassification
 
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, size=(batch, seq)).astype(np.int32)
@@ -143,19 +143,17 @@ def fixed_shape_rows(model_dir: str, batch: int, seq: int) -> list[Row]:
 
 def _jax_forward(model):
     """The forward `Predictor` jits: head logits → softmax."""
-    import jax
+    from bert_jax.inference.predict import _task_outputs
+    from bert_jax.model.forward import jit_forward
 
-    from bert_jax.inference import jit_forward
-    from bert_jax.predict import head_outputs
-
-    return jit_forward(model, lambda m, **b: jax.nn.softmax(head_outputs(m, b), axis=-1))
+    return jit_forward(model, _task_outputs, task="classification")
 
 
 def real_text_rows(model_dir: str, texts: list[str], batch: int) -> list[Row]:
     import torch
     import transformers
 
-    from bert_jax.predict import Predictor
+    from bert_jax.inference.predict import Predictor
 
     rows = []
     for dtype, name in (("float32", "fp32"), ("bfloat16", "bf16")):

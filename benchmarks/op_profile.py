@@ -98,8 +98,8 @@ def op_profile(w: Workload, opts: dict, steps: int = 3) -> None:
 
     import jax
 
-    from bert_jax import sharding
-    from bert_jax.trainer import Trainer
+    from bert_jax.training import sharding
+    from bert_jax.training.trainer import Trainer
 
     if opts.get("prng"):
         jax.config.update("jax_default_prng_impl", opts["prng"])

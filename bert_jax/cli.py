@@ -32,10 +32,10 @@ def _print_json(obj) -> None:
 
 
 def _load_model(directory, cls=None):
-    from bert_jax import hf
+    from bert_jax.model import model_class_for
     from bert_jax.tokenizer import BertTokenizer
 
-    cls = cls or hf.model_class_for(directory)
+    cls = cls or model_class_for(directory)
     model = cls.from_pretrained(directory)
     return model, BertTokenizer.from_pretrained(directory)
 
@@ -44,8 +44,8 @@ def _load_model(directory, cls=None):
 
 
 def cmd_embed(args) -> None:
-    from bert_jax.inference import embed
-    from bert_jax.model import BertModel
+    from bert_jax.inference.embed import embed
+    from bert_jax.model.modeling import BertModel
 
     model, tokenizer = _load_model(args.model, BertModel)
     texts = _read_texts(args)
@@ -56,16 +56,17 @@ def cmd_embed(args) -> None:
 
 
 def cmd_fill_mask(args) -> None:
-    from bert_jax.inference import fill_mask
+    from bert_jax.inference.embed import fill_mask
 
     model, tokenizer = _load_model(args.model)
     _print_json({"text": args.text, "masks": fill_mask(model, tokenizer, args.text, top_k=args.top_k)})
 
 
 def cmd_convert(args) -> None:
-    from bert_jax.hf import convert
+    from bert_jax.model import convert
+    from bert_jax.tokenizer import BertTokenizer
 
-    convert(args.src, args.dst)
+    convert(args.src, args.dst, BertTokenizer.from_pretrained_if_present(args.src))
     print(f"wrote {args.dst}", file=sys.stderr)
 
 
@@ -77,16 +78,16 @@ def cmd_tokenizer_train(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from bert_jax.experiment_config import load_config
-    from bert_jax.pretrain import train_and_evaluate
+    from bert_jax.training.experiment_config import load_config
+    from bert_jax.training.pretrain import train_and_evaluate
 
     config = load_config(args.config, args.overrides)
     train_and_evaluate(config, args.workdir)
 
 
 def cmd_finetune(args) -> None:
-    from bert_jax.experiment_config import load_config
-    from bert_jax.finetune import finetune
+    from bert_jax.training.experiment_config import load_config
+    from bert_jax.training.finetune import finetune
 
     config = load_config(args.config, args.overrides)
     result = finetune(config, args.workdir)
@@ -97,7 +98,7 @@ def cmd_evaluate(args) -> None:
     from bert_jax.errors import BertJaxError
 
     if args.task == "mlm":
-        from bert_jax.pretrain import evaluate_mlm
+        from bert_jax.training.pretrain import evaluate_mlm
 
         if not args.files:
             raise BertJaxError("--task mlm needs --files GLOB (text files to score)")
@@ -105,8 +106,8 @@ def cmd_evaluate(args) -> None:
         return
     if not args.config:
         raise BertJaxError("evaluate needs --config configs/finetune/<task>.py (or --task mlm --files GLOB)")
-    from bert_jax.experiment_config import load_config
-    from bert_jax.finetune import evaluate
+    from bert_jax.training.experiment_config import load_config
+    from bert_jax.training.finetune import evaluate
 
     _print_json(evaluate(args.model, load_config(args.config, args.overrides)))
 
@@ -135,7 +136,7 @@ def _read_records(args) -> list:
 
 
 def cmd_predict(args) -> None:
-    from bert_jax.predict import Predictor
+    from bert_jax.inference.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size,
                                           max_length=args.max_length)
@@ -152,7 +153,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_explain(args) -> None:
-    from bert_jax.explain import explain
+    from bert_jax.inference.explain import explain
 
     texts = _read_texts(args)
     for result in explain(args.model, texts, method=args.method, steps=args.steps,
@@ -161,7 +162,7 @@ def cmd_explain(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from bert_jax import sweep
+    from bert_jax.training import sweep
 
     if args.random is not None:
         space = sweep.parse_space(args.space) if args.space else sweep.PAPER_GRID

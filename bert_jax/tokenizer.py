@@ -104,6 +104,14 @@ class BertTokenizer:
         raise BertJaxError(f"{directory}: has neither tokenizer.json nor vocab.txt")
 
     @classmethod
+    def from_pretrained_if_present(cls, directory) -> BertTokenizer | None:
+        """The directory's tokenizer, or None when it holds no tokenizer files (weights only)."""
+        directory = Path(directory)
+        if any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+            return cls.from_pretrained(directory)
+        return None
+
+    @classmethod
     def train(cls, files_or_iterator: Sequence[str | os.PathLike] | Iterable[str], *,
               vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2,
               limit_alphabet: int = 1000) -> BertTokenizer:

@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 from bert_jax.cli import main
-from bert_jax.config import BertConfig
-from bert_jax.model import BertForMaskedLM
+from bert_jax.model.config import BertConfig
+from bert_jax.model.modeling import BertForMaskedLM
 from bert_jax.tokenizer import BertTokenizer
 
 

@@ -1,4 +1,4 @@
-"""Tests for bert_jax.explain and bert_jax.plotting: integrated-gradients completeness on the real
+"""Tests for bert_jax.inference.explain and bert_jax.inference.plotting: integrated-gradients completeness on the real
 MiniLM, the decisive word of a tiny classifier trained so that one word sets the label, attention
 rollout, NER entities, user errors, and the HTML / matplotlib views."""
 
@@ -11,17 +11,17 @@ import optax
 import pytest
 from flax import nnx
 
-from bert_jax.config import BertConfig
+from bert_jax.model.config import BertConfig
 from bert_jax.errors import BertJaxError
-from bert_jax.explain import (
+from bert_jax.inference.explain import (
     _path_points,
     _resolve_target,
     attention_rollout,
     explain,
     integrated_gradients,
 )
-from bert_jax.model import BertForSequenceClassification, BertForTokenClassification, BertModel
-from bert_jax.plotting import attribution_figure, attribution_html
+from bert_jax.model.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel
+from bert_jax.inference.plotting import attribution_figure, attribution_html
 from bert_jax.tokenizer import BertTokenizer
 
 FILLER = (

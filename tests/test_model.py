@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bert_jax import hf
-from bert_jax.attention import attention_mask_2d, dot_product_attention, positions_from_segments
-from bert_jax.config import BertConfig
+from bert_jax.model import hf
+from bert_jax.model.attention import attention_mask_2d, dot_product_attention, positions_from_segments
+from bert_jax.model.config import BertConfig
 from bert_jax.errors import BertJaxError
-from bert_jax.model import BertForMaskedLM, BertForSequenceClassification, BertModel
+from bert_jax.model.modeling import BertForMaskedLM, BertForSequenceClassification, BertModel
 
 TINY = BertConfig.tiny(vocab_size=120, max_position_embeddings=64)
 
@@ -110,8 +110,11 @@ def test_mlm_head_at_positions_equals_full_logits_gathered():
 def test_convert_round_trip_is_bit_identical(minilm_dir, tmp_path):
     from safetensors.numpy import load_file
 
-    hf.convert(minilm_dir, tmp_path / "a")
-    hf.convert(tmp_path / "a", tmp_path / "b")
+    from bert_jax.model import convert
+    from bert_jax.tokenizer import BertTokenizer
+
+    convert(minilm_dir, tmp_path / "a", BertTokenizer.from_pretrained(minilm_dir))
+    convert(tmp_path / "a", tmp_path / "b", BertTokenizer.from_pretrained(tmp_path / "a"))
     source = load_file(os.path.join(minilm_dir, "model.safetensors"))
     for out in ("a", "b"):
         written = load_file(tmp_path / out / "model.safetensors")
@@ -188,7 +191,7 @@ def test_bad_model_directories_give_one_clear_error(minilm_dir, tmp_path):
 
 
 def test_bf16_matmul_backward_matches_autodiff():
-    from bert_jax.precision import matmul
+    from bert_jax.model.precision import matmul
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3, 5, 16)), jnp.bfloat16)
@@ -202,7 +205,7 @@ def test_bf16_matmul_backward_matches_autodiff():
 
 
 def test_bf16_model_gradients_close_to_fp32():
-    from bert_jax import losses
+    from bert_jax.training import losses
 
     ids = jnp.asarray(np.random.default_rng(3).integers(5, 120, (2, 12)))
     positions, targets = jnp.asarray([[1, 5], [2, 7]]), jnp.asarray([[7, 9], [11, 13]])

@@ -15,7 +15,9 @@ import optax
 import pytest
 from flax import nnx
 
-from bert_jax import checkpoint, optim, sharding
+from bert_jax.training import checkpoint
+from bert_jax.training import optim
+from bert_jax.training import sharding
 from bert_jax.errors import BertJaxError
 
 
@@ -205,7 +207,8 @@ _EIGHT_DEVICES = """
 import jax, numpy as np
 from jax.sharding import PartitionSpec as P
 from flax import nnx
-from bert_jax import checkpoint, sharding
+from bert_jax.training import checkpoint
+from bert_jax.training import sharding
 
 assert jax.device_count() == 8
 mesh = sharding.make_mesh()

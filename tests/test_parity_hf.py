@@ -11,8 +11,8 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bert_jax import losses  # noqa: E402
-from bert_jax.model import (  # noqa: E402
+from bert_jax.training import losses  # noqa: E402
+from bert_jax.model.modeling import (  # noqa: E402
     BertForMaskedLM,
     BertForPreTraining,
     BertForQuestionAnswering,
@@ -224,7 +224,7 @@ def test_hf_checkpoint_loads_with_same_logits_losses_grads(tmp_path, name):
 @pytest.mark.parametrize("name", HEAD_CASES)
 def test_saved_model_loads_in_transformers(tmp_path, name):
     hf_cls, our_cls, cfg_kw, _, _, hf_logits, our_logits = _case(name)
-    from bert_jax.config import BertConfig
+    from bert_jax.model.config import BertConfig
 
     config = BertConfig(**TINY).with_labels(cfg_kw["num_labels"]) if "num_labels" in cfg_kw else BertConfig(**TINY)
     model = our_cls(config, rngs=nnx.Rngs(3))
@@ -245,9 +245,9 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
     clipping, linear warmup/decay) land on the same weights as torch.optim.AdamW +
     get_linear_schedule_with_warmup + clip_grad_norm_ from the same start, dropout off. Decay and
     rate are large so that a wrong mask, schedule step or clipping order shows."""
-    from bert_jax.finetune import TokenClassificationTask, default_config
-    from bert_jax.hf import read_weights
-    from bert_jax.trainer import Trainer
+    from bert_jax.training.finetune import TokenClassificationTask, default_config
+    from bert_jax.model.hf import read_weights
+    from bert_jax.training.trainer import Trainer
 
     steps, warmup = 6, 2
     torch.manual_seed(0)

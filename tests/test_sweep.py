@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bert_jax import sweep
+from bert_jax.training import sweep
 from bert_jax.cli import main
-from bert_jax.config import BertConfig
+from bert_jax.model.config import BertConfig
 from bert_jax.errors import BertJaxError
-from bert_jax.model import BertModel
+from bert_jax.model.modeling import BertModel
 from bert_jax.tokenizer import BertTokenizer
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "finetune", "classify_csv.py")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bert_jax.errors import BertJaxError
-from bert_jax.tasks import features, metrics, qa_postprocess, readers
+from bert_jax.tasks import batching, features, metrics, postprocess, readers
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_encode_classification_and_pad(tokenizer):
     )
     assert len(feats[1]["input_ids"]) == 32  # longest-first truncation keeps both segments
     assert feats[1]["token_type_ids"].count(1) in (15, 16)
-    batch = features.pad_batch(feats, pad_id=0, multiple_of=8)
+    batch = batching.pad_batch(feats, pad_id=0, multiple_of=8)
     assert batch["input_ids"].shape == (2, 32) and batch["input_ids"].dtype == np.int32
     n0 = len(feats[0]["input_ids"])
     assert batch["attention_mask"][0].sum() == n0 and batch["input_ids"][0, n0:].sum() == 0
@@ -235,7 +235,7 @@ def test_ner_first_subtoken_alignment(tokenizer):
     assert features.word_predictions(f["word_ids"], f["labels"], len(words)) == [
         label2id[t] for t in tags
     ]
-    batch = features.pad_batch([f], pad_id=0)
+    batch = batching.pad_batch([f], pad_id=0)
     assert batch["labels"].shape == batch["input_ids"].shape and batch["labels"][0, -1] == -100
 
 
@@ -255,13 +255,13 @@ def test_ner_predictions_to_entities():
 def test_length_bucketing():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 257, 1000)
-    batches = features.length_bucketed_batches(lengths, 16, shuffle=True, seed=3)
+    batches = batching.shuffled_batches(lengths, 16, shuffle=True, seed=3)
     assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(1000))
     spread = [lengths[b].max() - lengths[b].min() for b in batches]
     assert np.mean(spread) < 16  # random batches of 16 would span ~240
-    again = features.length_bucketed_batches(lengths, 16, shuffle=True, seed=3)
+    again = batching.shuffled_batches(lengths, 16, shuffle=True, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
-    other = features.length_bucketed_batches(lengths, 16, shuffle=True, seed=4)
+    other = batching.shuffled_batches(lengths, 16, shuffle=True, seed=4)
     assert not all(np.array_equal(a, b) for a, b in zip(batches, other))
 
 
@@ -306,22 +306,22 @@ def test_decode_answers_peaked_span(tokenizer):
     ex = _qa_example()
     feats = features.prepare_qa_features(tokenizer, [ex], max_length=96, doc_stride=32)
     start, end = _peaked_logits(feats)
-    answers, details = qa_postprocess.decode_answers([ex], feats, start, end)
+    answers, details = postprocess.decode_answers([ex], feats, start, end)
     assert answers == {"q1": "Versailles in 1919"} and details["q1"]["score"] == pytest.approx(20.0)
     nbest = details["q1"]["n_best"]
     assert sum(d["probability"] for d in nbest) == pytest.approx(1.0)
     # SQuAD v2: null score 12 + 12 = 24 beats the span's 20 unless the threshold exceeds 4.
     start, end = _peaked_logits(feats, null=12.0)
     v2 = dict(version_2=True)
-    assert qa_postprocess.decode_answers([ex], feats, start, end, **v2)[0]["q1"] == ""
-    kept = qa_postprocess.decode_answers([ex], feats, start, end, null_threshold=5.0, **v2)[0]
+    assert postprocess.decode_answers([ex], feats, start, end, **v2)[0]["q1"] == ""
+    kept = postprocess.decode_answers([ex], feats, start, end, null_threshold=5.0, **v2)[0]
     assert kept["q1"] == "Versailles in 1919"
     # With v1 decoding the null score is ignored.
-    assert qa_postprocess.decode_answers([ex], feats, start, end)[0]["q1"] == "Versailles in 1919"
+    assert postprocess.decode_answers([ex], feats, start, end)[0]["q1"] == "Versailles in 1919"
     # Spans longer than max_answer_length are skipped.
     hit = next(f for f in feats if f["start_positions"] > 0)
     span_len = hit["end_positions"] - hit["start_positions"] + 1
-    short = qa_postprocess.decode_answers([ex], feats, start, end, max_answer_length=span_len - 1)
+    short = postprocess.decode_answers([ex], feats, start, end, max_answer_length=span_len - 1)
     assert short[0]["q1"] != "Versailles in 1919"
 
 

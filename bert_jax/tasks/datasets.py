@@ -14,7 +14,7 @@ import numpy as np
 
 from bert_jax.errors import BertJaxError
 from bert_jax.tasks import features as F, metrics as M, readers
-from bert_jax.tasks.qa_postprocess import decode_answers
+from bert_jax.tasks.postprocess import decode_answers
 
 TASKS = ("classification", "ner", "qa")
 
@@ -192,7 +192,7 @@ def load_task_data(config, tokenizer, *, label_names=None, regression=None,
     # qa
     if d.source != "files" or not d.eval_file:
         raise BertJaxError("qa needs data.source='files' and SQuAD JSON data.train_file/eval_file")
-    qa = dict(max_length=max_length, doc_stride=check_doc_stride(int(d.doc_stride), max_length),
+    qa = dict(max_length=max_length, doc_stride=F.check_doc_stride(int(d.doc_stride), max_length),
               max_query_length=int(d.max_query_length))
     ev = readers.read_squad(d.eval_file)
     ev = [ev[i] for i in _subset(len(ev), n_eval, seed + 1)]
@@ -203,14 +203,6 @@ def load_task_data(config, tokenizer, *, label_names=None, regression=None,
         train_features = F.prepare_qa_features(tokenizer, tr, **qa)
     eval_features = F.prepare_qa_features(tokenizer, ev, **qa)
     return TaskData(kind, None, False, train_features, eval_features, ev)
-
-
-def check_doc_stride(doc_stride: int, max_length: int) -> int:
-    """Consecutive QA windows must share fewer tokens than a window holds."""
-    if not 0 <= doc_stride < max_length - 3:
-        raise BertJaxError(f"doc_stride {doc_stride} must be at least 0 and below max_length "
-                           f"{max_length} - 3 (windows share doc_stride context tokens)")
-    return doc_stride
 
 
 def _check_tags(path: str, label2id: dict) -> None:

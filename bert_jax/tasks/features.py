@@ -1,8 +1,8 @@
 """Turning task examples into model inputs: classification pairs, NER with first-sub-token labels,
-QA windows over long contexts, plus length-bucketed batching and padding.
+QA windows over long contexts.
 
-Features are plain dicts of unpadded Python lists (one per example or window); `pad_batch` turns a
-batch of them into int32 arrays. Tokenisation goes through the fast `tokenizers` backend
+Features are plain dicts of unpadded Python lists (one per example or window); `tasks.batching`
+pads them into arrays. Tokenisation goes through the fast `tokenizers` backend
 (`tokenizer.backend`, or a raw `tokenizers.Tokenizer`), configured per call and restored after.
 """
 
@@ -62,78 +62,6 @@ def encode_classification(
         for f, y in zip(features, np.asarray(labels).tolist()):
             f["labels"] = y
     return features
-
-
-# --------------------------------------------------------------------------------------------------
-# Batching
-
-
-def length_bucketed_batches(
-    lengths: Sequence[int],
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int = 0,
-    pad_to_multiple_of: int = 8,
-    drop_remainder: bool = False,
-) -> list[np.ndarray]:
-    """Index batches of similar length so short texts don't pay for the longest one in the set.
-
-    Examples are sorted by padded length (rounded up to `pad_to_multiple_of`) and cut into batches.
-    With `shuffle`, ties within a padded length are broken randomly and the batch order is shuffled,
-    both from `seed`. Every index appears exactly once (unless `drop_remainder` drops the last
-    short batch).
-    """
-    lengths = np.asarray(lengths, np.int64)
-    padded = -(-lengths // pad_to_multiple_of) * pad_to_multiple_of
-    rng = np.random.default_rng(seed)
-    tiebreak = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
-    order = np.lexsort((tiebreak, padded))  # primary key: padded length
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if drop_remainder and batches and len(batches[-1]) < batch_size:
-        batches.pop()
-    if shuffle:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
-def pad_batch(
-    features: Sequence[dict], pad_id: int, multiple_of: int = 8, max_length: int | None = None
-) -> dict[str, np.ndarray]:
-    """Pads a list of feature dicts to (B, L), L = longest rounded up to `multiple_of`.
-
-    Returns int32 "input_ids" (pad_id), "token_type_ids" (0), "attention_mask" (1 = real token),
-    and when present: "labels" — (B, L) padded with -100 for per-token labels, else (B,) int32 or
-    float32 — and "start_positions"/"end_positions" (B,). Other keys (offsets, word ids, example
-    indices) are host-side metadata and are left out.
-    """
-    longest = max(len(f["input_ids"]) for f in features)
-    length = -(-longest // multiple_of) * multiple_of
-    if max_length is not None:
-        length = max(min(length, max_length), longest)
-    batch = {
-        "input_ids": np.full((len(features), length), pad_id, np.int32),
-        "token_type_ids": np.zeros((len(features), length), np.int32),
-        "attention_mask": np.zeros((len(features), length), np.int32),
-    }
-    token_labels = "labels" in features[0] and np.ndim(features[0]["labels"]) == 1
-    if token_labels:
-        batch["labels"] = np.full((len(features), length), IGNORE_INDEX, np.int32)
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        batch["input_ids"][i, :n] = f["input_ids"]
-        batch["attention_mask"][i, :n] = 1
-        if "token_type_ids" in f:
-            batch["token_type_ids"][i, :n] = f["token_type_ids"]
-        if token_labels:
-            batch["labels"][i, :n] = f["labels"]
-    if "labels" in features[0] and not token_labels:
-        y = np.asarray([f["labels"] for f in features])
-        batch["labels"] = y.astype(np.float32 if y.dtype.kind == "f" else np.int32)
-    for key in ("start_positions", "end_positions"):
-        if key in features[0]:
-            batch[key] = np.asarray([f[key] for f in features], np.int32)
-    return batch
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,6 +156,14 @@ def ner_predictions_to_entities(
 
 # --------------------------------------------------------------------------------------------------
 # Extractive question answering
+
+
+def check_doc_stride(doc_stride: int, max_length: int) -> int:
+    """Consecutive QA windows must share fewer tokens than a window holds."""
+    if not 0 <= doc_stride < max_length - 3:
+        raise BertJaxError(f"doc_stride {doc_stride} must be at least 0 and below max_length "
+                           f"{max_length} - 3 (windows share doc_stride context tokens)")
+    return doc_stride
 
 
 def _truncate_questions(backend, questions: list[str], max_query_length: int) -> list[str]:

@@ -8,7 +8,7 @@ Sentence pairs: --config.data.text_pair_column=hypothesis. Regression on float l
 --config.data.regression=true (reports Pearson/Spearman).
 """
 
-from bert_jax.finetune import default_config
+from bert_jax.training.finetune import default_config
 
 
 def get_config():

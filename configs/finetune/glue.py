@@ -7,7 +7,7 @@ Pairs (mrpc, qqp, stsb, mnli, qnli, rte, wnli) use both sentences; stsb is regre
 cola keeps the best model by MCC, the others by accuracy. mnli evaluates on validation_matched.
 """
 
-from bert_jax.finetune import default_config
+from bert_jax.training.finetune import default_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ decoded over all windows (n-best, max answer length) and scored with the officia
 For v2.0 set --config.qa.version_2=true (null answer when it beats the best span + threshold).
 """
 
-from bert_jax.finetune import default_config
+from bert_jax.training.finetune import default_config
 
 
 def get_config():

@@ -5,7 +5,7 @@ benchmarks/finetune_vs_transformers.py times; for a quick look use e.g.
 `--config.data.max_train_examples=2000 --config.train.epochs=1`.
 """
 
-from bert_jax.finetune import default_config
+from bert_jax.training.finetune import default_config
 
 
 def get_config():

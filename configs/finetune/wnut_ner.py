@@ -5,7 +5,7 @@ predictions back to words and scores entities (seqeval rules). Entity F1 is mode
 small set: tens of percent, not CoNLL's 90s.
 """
 
-from bert_jax.finetune import default_config
+from bert_jax.training.finetune import default_config
 
 
 def get_config():

@@ -17,12 +17,13 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bert_jax.config import BertConfig
+from bert_jax.model.config import BertConfig
 from bert_jax.errors import BertJaxError
 
 SAFETENSORS = "model.safetensors"
@@ -72,7 +73,7 @@ def hf_key(path: tuple) -> tuple[str, bool]:
     raise KeyError(f"no HF name for parameter {'/'.join(map(str, path))}")
 
 
-def _canonical(key: str, with_prefix: bool) -> str:
+def canonical_key(key: str, with_prefix: bool) -> str:
     """A checkpoint key in our canonical HF spelling: legacy LayerNorm names fixed, `bert.` prefix
     present exactly when the target model is a head class."""
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
@@ -171,11 +172,11 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
     Missing parameters keep their fresh initialisation (one warning names them); unexpected tensors
     are listed in a warning; a shape mismatch is an error naming the tensor and both shapes.
     """
-    with_prefix = not isinstance(model, _bert_model_class())
+    with_prefix = hasattr(model, "bert")  # heads hold the encoder at .bert; BertModel is it
     available = {}
     for key, value in tensors.items():
         if not _IGNORED_KEYS.fullmatch(key):
-            available[_canonical(key, with_prefix)] = value
+            available[canonical_key(key, with_prefix)] = value
     missing, used = [], set()
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         key, transpose = hf_key(path)
@@ -204,15 +205,12 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
     return {"missing": missing, "unexpected": unexpected}
 
 
-def _bert_model_class():
-    from bert_jax.model import BertModel
 
-    return BertModel
-
-
-def from_pretrained(cls, directory: str, *, dtype: str | None = None, seed: int = 0, **config_changes):
+def from_pretrained(cls, directory: str, *, dtype: str | None = None, seed: int = 0,
+                    dont_load: Sequence[str] = (), **config_changes):
     """Build `cls` (a model class) from an HF directory. `dtype` sets the compute dtype;
-    `config_changes` override config fields (e.g. id2label for a new classifier)."""
+    `config_changes` override config fields (e.g. id2label for a new classifier); tensors whose
+    HF key matches a `dont_load` regex keep their fresh initialisation (e.g. a new head)."""
     directory = os.fspath(directory)
     config = read_config(directory)
     if dtype is not None:
@@ -220,6 +218,9 @@ def from_pretrained(cls, directory: str, *, dtype: str | None = None, seed: int 
     if config_changes:
         config = config.replace(**config_changes)
     tensors = read_weights(directory)
+    if dont_load:
+        drop = re.compile("|".join(f"(?:{p})" for p in dont_load))
+        tensors = {k: v for k, v in tensors.items() if not drop.fullmatch(k)}
     model = cls(config, rngs=nnx.Rngs(seed))
     load_hf_weights(model, tensors, source=directory)
     return model
@@ -256,38 +257,3 @@ def _replace_dir(new: str, target: str) -> None:
     os.rename(target, old)
     os.rename(new, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def model_class_for(directory: str):
-    """The head class named by `architectures` in config.json (BertModel when absent/unknown)."""
-    from bert_jax.model import HEADS
-
-    try:
-        with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
-            names = json.load(f).get("architectures") or []
-    except (OSError, ValueError):
-        names = []
-    for name in names:
-        if name in HEADS:
-            return HEADS[name]
-    return HEADS["BertModel"]
-
-
-def convert(src: str, dst: str) -> None:
-    """Read any supported HF-format checkpoint and write our format (safetensors) losslessly:
-    every parameter keeps its bits; buffers such as `position_ids` are carried over verbatim."""
-    from bert_jax.tokenizer import BertTokenizer
-
-    cls = model_class_for(src)
-    model = from_pretrained(cls, src)
-    tensors = read_weights(src)
-    with_prefix = cls.__name__ != "BertModel"
-    buffers = {
-        _canonical(k, with_prefix): v
-        for k, v in tensors.items()
-        if re.fullmatch(r"(bert\.)?embeddings\.(position_ids|token_type_ids)", k)
-    }
-    tokenizer = None
-    if any(os.path.isfile(os.path.join(src, f)) for f in ("tokenizer.json", "vocab.txt")):
-        tokenizer = BertTokenizer.from_pretrained(src)
-    save_pretrained(model, dst, tokenizer=tokenizer, extra_tensors=buffers)

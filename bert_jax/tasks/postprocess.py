@@ -55,7 +55,8 @@ def decode_answers(
         or per-window 1-D arrays.
     Returns (answers, details): answers[id] is the answer text ("" for no answer under v2);
     details[id] = {"score": best span score, "null_score": [CLS] score (None unless v2),
-    "n_best": [{"text", "start", "end", "score", "probability"}] best first}.
+    "n_best": [{"text", "start", "end", "score", "probability"}] best first, "prediction":
+    {"answer", "start", "end", "score" (probability)}, the null answer "" at -1, -1 when it wins}.
     """
     by_example = collections.defaultdict(list)
     for i, f in enumerate(features):
@@ -93,16 +94,22 @@ def decode_answers(
 
         best = next((d for d in n_best_list if d["start"] >= 0), None)
         best_score = best["score"] if best is not None else None
-        if best is None:
-            text = ""
-        elif version_2 and null_score is not None and null_score > best_score + null_threshold:
-            text = ""
+        # SQuAD v2: the null answer wins when its score beats the best span's by the threshold.
+        null_wins = best is None or (
+            version_2 and null_score is not None and null_score > best_score + null_threshold
+        )
+        if null_wins:
+            null = next((d for d in n_best_list if d["start"] < 0), None)
+            chosen = {"answer": "", "start": -1, "end": -1,
+                      "score": null["probability"] if null is not None else 0.0}
         else:
-            text = best["text"]
-        answers[ex.id] = text
+            chosen = {"answer": best["text"], "start": best["start"], "end": best["end"],
+                      "score": best["probability"]}
+        answers[ex.id] = chosen["answer"]
         details[ex.id] = {
             "score": best_score,
             "null_score": null_score if version_2 else None,
             "n_best": n_best_list,
+            "prediction": chosen,
         }
     return answers, details

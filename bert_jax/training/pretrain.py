@@ -16,16 +16,17 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from bert_jax import sharding
-from bert_jax.config import BertConfig
+from bert_jax.training import sharding
+from bert_jax.model.config import BertConfig
 from bert_jax.data.masking import MaskingConfig
 from bert_jax.data.pipeline import PretrainBatches, eval_batches, pretrain_rows
 from bert_jax.data.sources import load_corpus, split_documents
 from bert_jax.errors import BertJaxError
-from bert_jax.losses import weighted_cross_entropy
-from bert_jax.model import BertForMaskedLM, BertForPreTraining
+from bert_jax.training.losses import weighted_cross_entropy
+from bert_jax.model import BertForMaskedLM, BertForPreTraining, model_class_for
+from bert_jax.model.forward import jit_forward
 from bert_jax.tokenizer import BertTokenizer
-from bert_jax.trainer import Trainer
+from bert_jax.training.trainer import Trainer
 
 ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "segment_ids", "position_ids")
 
@@ -83,7 +84,7 @@ def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
         shutil.rmtree(path, ignore_errors=True)  # a partial dir from a killed run
         os.replace(tmp, path)
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("bert_jax.pretrain.tokenizer")
+        multihost_utils.sync_global_devices("bert_jax.training.pretrain.tokenizer")
     if not os.path.isfile(os.path.join(path, "tokenizer.json")):
         raise BertJaxError(f"{path}: process 0 wrote no tokenizer here; the workdir must be on a "
                            "file system shared by all processes")
@@ -178,10 +179,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def evaluate_mlm(model_dir: str, files: str, *, max_length: int = 128, batch_size: int = 32,
                  seed: int = 0, mask_rate: float = 0.15) -> dict:
     """MLM loss / accuracy / perplexity of an HF-format MLM model on any text files."""
-    from bert_jax import hf
-    from bert_jax.inference import jit_forward
-
-    cls = hf.model_class_for(model_dir)
+    cls = model_class_for(model_dir)
     if cls not in (BertForMaskedLM, BertForPreTraining):
         raise BertJaxError(f"{model_dir}: {cls.__name__} has no MLM head (need BertForMaskedLM/BertForPreTraining)")
     model = cls.from_pretrained(model_dir)

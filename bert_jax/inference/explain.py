@@ -29,8 +29,9 @@ import numpy as np
 from flax import nnx
 
 from bert_jax.errors import BertJaxError
-from bert_jax.inference import max_length_for
-from bert_jax.model import BertForSequenceClassification, BertForTokenClassification
+from bert_jax.inference.embed import max_length_for
+from bert_jax.model import hf, model_class_for
+from bert_jax.model.modeling import BertForSequenceClassification, BertForTokenClassification
 from bert_jax.tasks.features import word_predictions
 from bert_jax.tasks.metrics import entity_spans
 from bert_jax.tokenizer import BertTokenizer, check_texts
@@ -342,13 +343,11 @@ def explain(
 ) -> list[dict]:
     """Load a classifier directory (HF format) and explain `texts` with `method` ("ig" or
     "rollout"); returns the JSON-able dicts of `integrated_gradients` / `attention_rollout`."""
-    from bert_jax import hf
-
     if method not in METHODS:
         raise BertJaxError(f"method must be one of {METHODS}, got {method!r}")
     texts = check_texts(texts, "text")
     hf.read_config(model_dir)  # a missing or broken directory says so, not "got BertModel"
-    cls = hf.model_class_for(model_dir)
+    cls = model_class_for(model_dir)
     _check_class(cls)  # before loading any weights
     model = cls.from_pretrained(model_dir)
     tokenizer = BertTokenizer.from_pretrained(model_dir)

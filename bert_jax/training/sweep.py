@@ -19,7 +19,7 @@ import traceback
 import numpy as np
 
 from bert_jax.errors import BertJaxError
-from bert_jax.experiment_config import load_config_file, set_override
+from bert_jax.training.experiment_config import load_config_file, set_override
 
 PAPER_GRID = {
     "optimizer.learning_rate": ["5e-5", "3e-5", "2e-5"],
@@ -103,7 +103,7 @@ def run_sweep(config_path: str, workdir: str, trials: list[dict[str, str]], *,
     Every override is checked against the config before anything runs, so a typo in a key is one
     error line, not N failed trials. `run_trial(config, subdir) -> metrics` defaults to finetune.
     """
-    from bert_jax.experiment_config import apply_overrides
+    from bert_jax.training.experiment_config import apply_overrides
 
     if not trials:
         raise BertJaxError("the search space is empty: give --grid key=v1,v2 or --random N --space ...")
@@ -112,7 +112,7 @@ def run_sweep(config_path: str, workdir: str, trials: list[dict[str, str]], *,
         for key, value in settings.items():
             set_override(config, key, value)
     if run_trial is None:
-        from bert_jax.finetune import finetune as run_trial
+        from bert_jax.training.finetune import finetune as run_trial
 
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "sweep.jsonl")

@@ -12,7 +12,7 @@ import jax
 import optax
 
 from bert_jax.errors import BertJaxError
-from bert_jax.sharding import param_path
+from bert_jax.training.sharding import param_path
 
 DECAYS = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb")

@@ -27,8 +27,9 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from bert_jax import optim, sharding
-from bert_jax.checkpoint import Checkpointer
+from bert_jax.training import optim
+from bert_jax.training import sharding
+from bert_jax.training.checkpoint import Checkpointer
 from bert_jax.errors import BertJaxError
 
 Batch = dict[str, jax.Array]

@@ -23,27 +23,28 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bert_jax import sharding
+from bert_jax.training import sharding
 from bert_jax.errors import BertJaxError
-from bert_jax.losses import weighted_cross_entropy
-from bert_jax.model import (
+from bert_jax.training.losses import weighted_cross_entropy
+from bert_jax.model.modeling import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
 )
-from bert_jax.predict import (
+from bert_jax.model import hf, model_class_for
+from bert_jax.model.forward import head_outputs, jit_forward, task_of
+from bert_jax.tasks.batching import (
     bucket_for,
-    head_outputs,
     length_buckets,
     make_batch,
     rows_of,
+    shuffled_batches,
     sorted_batches,
-    task_of,
 )
 from bert_jax.tasks.datasets import TaskData, load_task_data, score
-from bert_jax.tasks.features import IGNORE_INDEX, length_bucketed_batches
+from bert_jax.tasks.features import IGNORE_INDEX
 from bert_jax.tokenizer import BertTokenizer
-from bert_jax.trainer import Trainer
+from bert_jax.training.trainer import Trainer
 
 HEADS = {"classification": BertForSequenceClassification, "ner": BertForTokenClassification,
          "qa": BertForQuestionAnswering}
@@ -219,7 +220,7 @@ class EpochBatches:
     def batch_at(self, step: int) -> dict[str, np.ndarray]:
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self._order = length_bucketed_batches(
+            self._order = shuffled_batches(
                 self.padded, self.batch_size, shuffle=True, seed=self.seed * 1_000_003 + epoch,
                 pad_to_multiple_of=1)
             self._epoch = epoch
@@ -317,23 +318,18 @@ def _better(name: str, value: float, best: float | None) -> bool:
 
 def build_model(config, model_dir: str, data: TaskData):
     """The task head on the encoder in `model_dir`; a classifier there for another number of
-    labels is dropped (the head starts afresh)."""
-    from bert_jax import hf
-
+    labels is not loaded (the head starts afresh)."""
     changes: dict[str, Any] = {}
     if data.kind == "classification":
         changes["id2label"] = ("LABEL_0",) if data.regression else tuple(data.label_names)
         changes["problem_type"] = "regression" if data.regression else "single_label_classification"
     elif data.kind == "ner":
         changes["id2label"] = tuple(data.label_names)
-    if config.get("dtype"):
-        changes["dtype"] = config.dtype
     source = hf.read_config(model_dir)
-    tensors = hf.read_weights(model_dir)
-    if "id2label" in changes and len(changes["id2label"]) != len(source.id2label or ()):
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
-    model = HEADS[data.kind](source.replace(**changes), rngs=nnx.Rngs(int(config.train.seed)))
-    hf.load_hf_weights(model, tensors, source=model_dir)
+    new_head = "id2label" in changes and len(changes["id2label"]) != len(source.id2label or ())
+    model = HEADS[data.kind].from_pretrained(
+        model_dir, dtype=config.get("dtype") or None, seed=int(config.train.seed),
+        dont_load=[r"classifier\..*"] if new_head else [], **changes)
     max_length, limit = int(config.data.max_length), model.config.max_position_embeddings
     if max_length > limit:
         raise BertJaxError(f"data.max_length {max_length} exceeds the model's "
@@ -429,10 +425,7 @@ def finetune(config, workdir: str) -> dict:
 def evaluate(model_dir: str, config) -> dict:
     """Metrics of a fine-tuned HF-format model on `config`'s evaluation data (label ids from the
     model's own id2label)."""
-    from bert_jax import hf
-    from bert_jax.inference import jit_forward
-
-    cls = hf.model_class_for(model_dir)
+    cls = model_class_for(model_dir)
     model = cls.from_pretrained(model_dir, dtype=config.get("dtype") or None)
     kind = task_of(model)
     regression = kind == "regression"

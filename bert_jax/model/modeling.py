@@ -8,15 +8,16 @@ is off after `model.eval()`.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from bert_jax.attention import attention_mask_2d, dot_product_attention, positions_from_segments
-from bert_jax.config import BertConfig
-from bert_jax.precision import dot_general, matmul
+from bert_jax.model import hf
+from bert_jax.model.attention import attention_mask_2d, dot_product_attention, positions_from_segments
+from bert_jax.model.config import BertConfig
+from bert_jax.model.precision import dot_general, matmul
 
 
 def gelu_exact(x):
@@ -77,16 +78,16 @@ def _embed(config: BertConfig, num: int, rngs: nnx.Rngs) -> nnx.Embed:
 
 
 class HFFormat:
-    """`from_pretrained` / `save_pretrained` over HF model directories (see bert_jax.hf)."""
+    """`from_pretrained` / `save_pretrained` over HF model directories (see bert_jax.model.hf)."""
 
     @classmethod
     def from_pretrained(cls, directory, *, dtype: str | None = None, seed: int = 0, **config_changes):
-        from bert_jax import hf
+        from bert_jax.model import hf
 
         return hf.from_pretrained(cls, directory, dtype=dtype, seed=seed, **config_changes)
 
     def save_pretrained(self, directory, tokenizer=None) -> None:
-        from bert_jax import hf
+        from bert_jax.model import hf
 
         hf.save_pretrained(self, directory, tokenizer=tokenizer)
 
@@ -348,15 +349,3 @@ class BertForQuestionAnswering(HFFormat, nnx.Module):
         logits = self.qa_outputs(hidden).astype(jnp.float32)
         return logits[..., 0], logits[..., 1]
 
-
-HEADS: dict[str, Any] = {
-    cls.__name__: cls
-    for cls in (
-        BertModel,
-        BertForMaskedLM,
-        BertForPreTraining,
-        BertForSequenceClassification,
-        BertForTokenClassification,
-        BertForQuestionAnswering,
-    )
-}

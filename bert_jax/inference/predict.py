@@ -7,137 +7,36 @@ The head in config.json decides the output: classification (label, score, all sc
 regression (value), NER (entities with text, label, char start/end, score), extractive QA (answer,
 start, end, score; give questions and contexts). Inputs are tokenised together, sorted by length
 and cut into batches; each batch is padded to one of a few lengths (`length_buckets`, four per
-doubling) and a power-of-two number of rows, so a handful of compilations serve any input. Results come back in
+doubling) and a power-of-two number of rows, so a handful of compilations serve any input.
+Results come back in
 input order and equal (to float rounding) predicting one text at a time.
 
-The batching helpers here are shared with fine-tuning's evaluation (bert_jax.finetune).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
 
 from bert_jax.errors import BertJaxError
-from bert_jax.tasks.datasets import check_doc_stride
+from bert_jax.model import load_model
+from bert_jax.model.forward import encoder_inputs, head_outputs, jit_forward, task_of
+from bert_jax.tasks.batching import length_buckets, rows_of, sorted_batches
 from bert_jax.tasks.features import (
-    IGNORE_INDEX,
+    check_doc_stride,
     encode_classification,
     encode_ner,
     ner_predictions_to_entities,
-    pad_batch,
     prepare_qa_features,
     word_predictions,
 )
-from bert_jax.tasks.qa_postprocess import decode_answers
+from bert_jax.tasks.postprocess import decode_answers
 from bert_jax.tasks.readers import QAExample
 from bert_jax.tokenizer import BertTokenizer, check_texts
-
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
-
-
-# --------------------------------------------------------------------------------------------------
-# Length-bucketed batches (also used by fine-tuning)
-
-
-def length_buckets(max_length: int, smallest: int = 16, per_octave: int = 2) -> list[int]:
-    """Padded lengths a batch may take: `per_octave` steps between consecutive powers of two from
-    `smallest`, rounded up to multiples of 8, below `max_length`; then `max_length` rounded up to a
-    multiple of 8. Past 32 tokens, rounding up to a bucket pads a text by at most a third
-    (per_octave=2) or a fifth (per_octave=4).
-    per_octave=2 (training: few shapes to compile): 64 → [16, 24, 32, 48, 64];
-    384 → [16, 24, 32, 48, 64, 96, 128, 192, 256, 384].
-    per_octave=4 (prediction): 128 → [16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]."""
-    top = -(-int(max_length) // 8) * 8
-    sizes, power = {smallest}, smallest
-    while power < top:
-        step = power // per_octave
-        sizes.update(-(-(power + k * step) // 8) * 8 for k in range(1, per_octave + 1))
-        power *= 2
-    return sorted(s for s in sizes if s < top) + [top]
-
-
-def bucket_for(length: int, buckets: Sequence[int]) -> int:
-    """Smallest bucket holding `length` tokens (the largest if none does)."""
-    return next((b for b in buckets if b >= length), buckets[-1])
-
-
-def make_batch(features: Sequence[dict], index: Sequence[int], rows: int, length: int,
-               pad_id: int) -> dict[str, np.ndarray]:
-    """Features `index` padded to (rows, length). Rows past len(index) repeat the first feature with
-    `weights` 0 (and token labels -100), so every batch of a run has one of a few fixed shapes."""
-    index = list(index)
-    chosen = [features[i] for i in index] + [features[index[0]]] * (rows - len(index))
-    batch = pad_batch(chosen, pad_id, multiple_of=length, max_length=length)
-    batch["weights"] = (np.arange(rows) < len(index)).astype(np.float32)  # (rows,) 0 = padding row
-    if "labels" in batch and batch["labels"].ndim == 2:
-        batch["labels"][len(index):] = IGNORE_INDEX
-    return batch
-
-
-def sorted_batches(features: Sequence[dict], batch_size: int, buckets: Sequence[int], pad_id: int,
-                   *, fixed_rows: bool = True) -> Iterator[tuple[np.ndarray, dict]]:
-    """(indices, batch) over all features in length order.
-
-    fixed_rows=True (evaluation): every batch has `batch_size` rows. fixed_rows=False (prediction):
-    a batch has the next power of two at or above its size, and is also cut before a feature whose
-    padded length is more than twice the batch's first, so one long outlier does not pad a whole
-    batch of short texts to its length."""
-    lengths = np.array([len(f["input_ids"]) for f in features])
-    padded = np.array([bucket_for(n, buckets) for n in lengths])
-    order = np.argsort(lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        stop = min(start + batch_size, len(order))
-        if not fixed_rows:  # sorted: the first feature past twice the first padded length
-            stop = start + int(np.searchsorted(padded[order[start:stop]],
-                                               2 * padded[order[start]], side="right"))
-        index = order[start:stop]
-        rows = batch_size if fixed_rows else min(batch_size, 1 << (len(index) - 1).bit_length())
-        yield index, make_batch(features, index, rows, padded[index].max(), pad_id)
-        start = stop
-
-
-def rows_of(out, index, lengths, token_level: bool) -> list:
-    """Split a batch output (array or tuple of arrays, leading dim = rows) into per-example values;
-    token-level outputs are cut to each example's own length."""
-    if isinstance(out, (tuple, list)):
-        parts = [rows_of(o, index, lengths, token_level) for o in out]
-        return list(zip(*parts))
-    out = np.asarray(out)
-    return [out[j, :lengths[i]] if token_level else out[j] for j, i in enumerate(index)]
-
-
-def head_outputs(model, batch) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """The head's fp32 outputs for a batch dict (extra keys such as labels are ignored)."""
-    return model(**{k: batch[k] for k in MODEL_INPUTS})
 
 
 # --------------------------------------------------------------------------------------------------
 # Predictor
-
-
-def task_of(model) -> str:
-    """"classification", "regression", "ner" or "qa" from the model's head class."""
-    from bert_jax.model import (
-        BertForQuestionAnswering,
-        BertForSequenceClassification,
-        BertForTokenClassification,
-    )
-
-    if isinstance(model, BertForSequenceClassification):
-        regression = model.config.num_labels == 1 or model.config.problem_type == "regression"
-        return "regression" if regression else "classification"
-    if isinstance(model, BertForTokenClassification):
-        return "ner"
-    if isinstance(model, BertForQuestionAnswering):
-        return "qa"
-    raise BertJaxError(
-        f"{type(model).__name__} has no task head; predict needs BertForSequenceClassification, "
-        "BertForTokenClassification or BertForQuestionAnswering (`bert-jax embed` for embeddings)"
-    )
 
 
 class Predictor:
@@ -154,8 +53,6 @@ class Predictor:
                  max_query_length: int = 64,
                  n_best: int = 20, max_answer_length: int = 30, null_threshold: float = 0.0,
                  version_2: bool = False):
-        from bert_jax.inference import jit_forward
-
         self.task = task_of(model)
         self.model, self.tokenizer = model, tokenizer
         self.labels = list(model.config.id2label)
@@ -171,20 +68,12 @@ class Predictor:
         self.decode = dict(n_best=n_best, max_answer_length=max_answer_length,
                            null_threshold=null_threshold, version_2=version_2)
 
-        def forward(m, **batch):
-            out = head_outputs(m, batch)
-            if self.task in ("classification", "ner"):
-                return jax.nn.softmax(out, axis=-1)
-            return out[..., 0] if self.task == "regression" else out
-
-        self._forward = jit_forward(model, forward)
+        self._forward = jit_forward(model, _task_outputs, task=self.task)
 
     @classmethod
     def from_pretrained(cls, directory, *, dtype: str | None = None, **kwargs) -> Predictor:
         """Load the head named in `directory`/config.json and the directory's tokenizer."""
-        from bert_jax import hf
-
-        model = hf.model_class_for(directory).from_pretrained(directory, dtype=dtype)
+        model = load_model(directory, dtype=dtype)
         task_of(model)  # fail before loading the tokenizer when there is no head
         return cls(model, BertTokenizer.from_pretrained(directory), **kwargs)
 
@@ -220,7 +109,7 @@ class Predictor:
         lengths = [len(f["input_ids"]) for f in features]
         for index, batch in sorted_batches(features, self.batch_size, self.buckets,
                                            self.tokenizer.pad_id, fixed_rows=False):
-            out = jax.device_get(self._forward(**{k: batch[k] for k in MODEL_INPUTS}))
+            out = jax.device_get(self._forward(**encoder_inputs(batch)))
             for i, value in zip(index, rows_of(out, index, lengths, token_level)):
                 outputs[i] = value
         return outputs
@@ -269,21 +158,15 @@ class Predictor:
         outputs = self._run(features, token_level=True)
         _, details = decode_answers(examples, features, [o[0] for o in outputs],
                                     [o[1] for o in outputs], **self.decode)
-        return [qa_result(examples[i].id, details, self.decode) for i in range(len(examples))]
+        return [details[ex.id]["prediction"] for ex in examples]
 
 
-def qa_result(example_id: str, details: dict, decode: dict) -> dict:
-    """{"answer", "start", "end", "score"} for one example from `decode_answers` details; the null
-    answer ("" at -1, -1) when it wins under SQuAD v2 rules."""
-    d = details[example_id]
-    best = next((c for c in d["n_best"] if c["start"] >= 0), None)
-    null = next((c for c in d["n_best"] if c["start"] < 0), None)
-    if best is None or (decode.get("version_2") and d["null_score"] is not None
-                        and d["null_score"] > best["score"] + decode.get("null_threshold", 0.0)):
-        score = null["probability"] if null is not None else 0.0
-        return {"answer": "", "start": -1, "end": -1, "score": float(score)}
-    return {"answer": best["text"], "start": best["start"], "end": best["end"],
-            "score": float(best["probability"])}
+def _task_outputs(model, task: str, **batch):
+    """Probabilities (classification, NER), values (regression) or (start, end) logits (QA)."""
+    out = head_outputs(model, batch)
+    if task in ("classification", "ner"):
+        return jax.nn.softmax(out, axis=-1)
+    return out[..., 0] if task == "regression" else out
 
 
 def _from_records(records, task: str):
