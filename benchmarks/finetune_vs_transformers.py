@@ -64,11 +64,11 @@ def run_torch(config) -> dict:
     from seqeval.metrics import f1_score as entity_f1
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-    from bert_jax.training.finetune import EpochBatches, default_model_dir
     from bert_jax.tasks.batching import length_buckets, sorted_batches
     from bert_jax.tasks.datasets import load_task_data
     from bert_jax.tasks.features import word_predictions
     from bert_jax.tokenizer import BertTokenizer
+    from bert_jax.training.finetune import EpochBatches, default_model_dir
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     torch.manual_seed(int(config.train.seed))
@@ -152,7 +152,11 @@ def run_torch(config) -> dict:
             result = evaluate()
             if not best or result[metric] > best[metric]:
                 best = {**result, "step": step}
-    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, **best}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+        **best,
+    }
 
 
 def main() -> int:
@@ -186,14 +190,18 @@ def main() -> int:
             print(f"running {task} / {side} ...", file=sys.stderr, flush=True)
             result = fn(load(task, overrides))
             rows.append({"task": task, "impl": side, **result})
-    print(f"\n{'task':6} {'impl':13} {'accuracy':>9} {'macro_f1':>9} {'entity_f1':>9} "
-          f"{'seconds':>8} {'CPU-s':>8}")
+    print(
+        f"\n{'task':6} {'impl':13} {'accuracy':>9} {'macro_f1':>9} {'entity_f1':>9} "
+        f"{'seconds':>8} {'CPU-s':>8}"
+    )
     for r in rows:
         acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "-"
         mf1 = f"{r['macro_f1']:.4f}" if "macro_f1" in r else "-"
         ef1 = f"{r['f1']:.4f}" if r["task"] == "ner" else "-"
-        print(f"{r['task']:6} {r['impl']:13} {acc:>9} {mf1:>9} {ef1:>9} {r['seconds']:>8.1f} "
-              f"{r['cpu_seconds']:>8.1f}")
+        print(
+            f"{r['task']:6} {r['impl']:13} {acc:>9} {mf1:>9} {ef1:>9} {r['seconds']:>8.1f} "
+            f"{r['cpu_seconds']:>8.1f}"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=2, default=float)

@@ -60,14 +60,19 @@ def build(w: Workload, dtype: str = "bfloat16", plain_dots: bool = False):
     from flax import nnx
 
     import bert_jax.model.modeling as model_mod
-    from bert_jax.training import sharding
     from bert_jax.model.config import BertConfig
+    from bert_jax.training import sharding
     from bert_jax.training.pretrain import MaskedLMTask
     from bert_jax.training.trainer import Trainer
 
-    config = BertConfig.preset(w.size, vocab_size=VOCAB, max_position_embeddings=512,
-                               hidden_dropout_prob=w.hidden_dropout,
-                               attention_probs_dropout_prob=w.attention_dropout, dtype=dtype)
+    config = BertConfig.preset(
+        w.size,
+        vocab_size=VOCAB,
+        max_position_embeddings=512,
+        hidden_dropout_prob=w.hidden_dropout,
+        attention_probs_dropout_prob=w.attention_dropout,
+        dtype=dtype,
+    )
     original = model_mod.dot_general
     if plain_dots:
         model_mod.dot_general = jax.lax.dot_general
@@ -75,8 +80,13 @@ def build(w: Workload, dtype: str = "bfloat16", plain_dots: bool = False):
         model = model_mod.BertForMaskedLM(config, rngs=nnx.Rngs(0))
     finally:
         model_mod.dot_general = original
-    trainer = Trainer(model, MaskedLMTask(), trainer_config(w.batch),
-                      tempfile.mkdtemp(prefix="bert_jax_gpu_"), total_steps=1_000_000)
+    trainer = Trainer(
+        model,
+        MaskedLMTask(),
+        trainer_config(w.batch),
+        tempfile.mkdtemp(prefix="bert_jax_gpu_"),
+        total_steps=1_000_000,
+    )
     state = trainer.restore_or_init(iter([]))
     b = make_batch(w)
     return trainer, state, sharding.put_batch({k: b[k] for k in OUR_KEYS}, trainer.mesh)

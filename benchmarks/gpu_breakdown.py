@@ -63,8 +63,10 @@ def kernel_profile(trainer, state, batch, steps: int = 3, top: int = 25) -> None
     total = sum(per_kernel.values())
     print(f"\nkernel time per step: {total / 1e6:.1f} ms over {len(per_kernel)} kernel names")
     for name, ns in per_kernel.most_common(top):
-        print(f"{ns / 1e6:8.2f} ms {100 * ns / max(total, 1):5.1f}%  x{count[name] // steps:<4} "
-              f"{name[:110]}")
+        print(
+            f"{ns / 1e6:8.2f} ms {100 * ns / max(total, 1):5.1f}%  x{count[name] // steps:<4} "
+            f"{name[:110]}"
+        )
 
 
 def main() -> None:
@@ -103,8 +105,11 @@ def main() -> None:
             seconds, state, loss = time_steps(trainer, state, batch, args.repeats)
         fpt = flops_per_token(wv, head_fraction=wv.masked / wv.seq)
         mfu = wv.tokens / seconds * fpt / (args.peak_tflops * 1e12)
-        print(f"{name:30} {seconds * 1e3:8.1f} {wv.tokens / seconds:10,.0f} {100 * mfu:5.1f}% "
-              f"{loss:11.5f}", flush=True)
+        print(
+            f"{name:30} {seconds * 1e3:8.1f} {wv.tokens / seconds:10,.0f} {100 * mfu:5.1f}% "
+            f"{loss:11.5f}",
+            flush=True,
+        )
         if name.endswith("(gpu.py)") and not args.no_profile:
             kernel_profile(trainer, state, batch)
         trainer.close()

@@ -45,9 +45,15 @@ def tweet_model(path: str | None) -> str:
     from bert_jax.training.finetune import finetune
 
     print("fine-tuning MiniLM on 2,000 tweets for the benchmark model ...", file=sys.stderr)
-    config = load_config(os.path.join(HERE, "..", "configs", "finetune", "tweet_sentiment.py"), [
-        "--config.train.progress=false", "--config.data.max_train_examples=2000",
-        "--config.data.max_eval_examples=500", "--config.train.epochs=1"])
+    config = load_config(
+        os.path.join(HERE, "..", "configs", "finetune", "tweet_sentiment.py"),
+        [
+            "--config.train.progress=false",
+            "--config.data.max_train_examples=2000",
+            "--config.data.max_eval_examples=500",
+            "--config.train.epochs=1",
+        ],
+    )
     with tempfile.TemporaryDirectory() as workdir:
         finetune(config, workdir)
         os.makedirs(os.path.dirname(CACHE), exist_ok=True)
@@ -95,16 +101,27 @@ def table(title: str, rows: list[Row], baseline: str) -> list[dict]:
     base = next(r for r in rows if r.name == baseline)
     base_wall, base_cpu = statistics.median(base.wall), statistics.median(base.cpu)
     print(f"\n{title} (baseline: {baseline})")
-    print(f"{'implementation':34} {'seq/s':>9} {'vs baseline':>12} {'seq per CPU-s':>14} "
-          f"{'vs (CPU)':>9} {'cold s':>7}")
+    print(
+        f"{'implementation':34} {'seq/s':>9} {'vs baseline':>12} {'seq per CPU-s':>14} "
+        f"{'vs (CPU)':>9} {'cold s':>7}"
+    )
     out = []
     for r in rows:
         wall, cpu = statistics.median(r.wall), statistics.median(r.cpu)
-        rec = {"row": r.name, "seq_per_s": r.items / wall, "seq_per_cpu_s": r.items / cpu,
-               "ratio": base_wall / wall, "ratio_cpu": base_cpu / cpu, "cold_s": r.cold,
-               "wall_s": r.wall, "cpu_s": r.cpu}
-        print(f"{r.name:34} {rec['seq_per_s']:9.1f} {rec['ratio']:11.2f}x "
-              f"{rec['seq_per_cpu_s']:14.1f} {rec['ratio_cpu']:8.2f}x {r.cold:7.2f}")
+        rec = {
+            "row": r.name,
+            "seq_per_s": r.items / wall,
+            "seq_per_cpu_s": r.items / cpu,
+            "ratio": base_wall / wall,
+            "ratio_cpu": base_cpu / cpu,
+            "cold_s": r.cold,
+            "wall_s": r.wall,
+            "cpu_s": r.cpu,
+        }
+        print(
+            f"{r.name:34} {rec['seq_per_s']:9.1f} {rec['ratio']:11.2f}x "
+            f"{rec['seq_per_cpu_s']:14.1f} {rec['ratio_cpu']:8.2f}x {r.cold:7.2f}"
+        )
         out.append(rec)
     return out
 
@@ -119,8 +136,11 @@ def fixed_shape_rows(model_dir: str, batch: int, seq: int) -> list[Row]:
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, size=(batch, seq)).astype(np.int32)
     ids[:, 0], ids[:, -1] = 101, 102
-    inputs = {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
-              "attention_mask": np.ones_like(ids)}
+    inputs = {
+        "input_ids": ids,
+        "token_type_ids": np.zeros_like(ids),
+        "attention_mask": np.ones_like(ids),
+    }
     rows = []
     for dtype in ("float32", "bfloat16"):
         model = BertForSequenceClassification.from_pretrained(model_dir, dtype=dtype)
@@ -158,21 +178,37 @@ def real_text_rows(model_dir: str, texts: list[str], batch: int) -> list[Row]:
     rows = []
     for dtype, name in (("float32", "fp32"), ("bfloat16", "bf16")):
         predictor = Predictor.from_pretrained(model_dir, dtype=dtype, batch_size=batch)
-        rows.append(Row(f"bert_jax Predictor ({name}, batch {batch})",
-                        lambda p=predictor: [r["label"] for r in p.predict(texts)], len(texts)))
+        rows.append(
+            Row(
+                f"bert_jax Predictor ({name}, batch {batch})",
+                lambda p=predictor: [r["label"] for r in p.predict(texts)],
+                len(texts),
+            )
+        )
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     pipe = transformers.pipeline("text-classification", model=model_dir, device="cpu")
-    rows.append(Row("transformers pipeline (default)",
-                    lambda: [r["label"] for r in pipe(texts)], len(texts)))
-    rows.append(Row(f"transformers pipeline (batch {batch})",
-                    lambda: [r["label"] for r in pipe(texts, batch_size=batch)], len(texts)))
+    rows.append(
+        Row(
+            "transformers pipeline (default)", lambda: [r["label"] for r in pipe(texts)], len(texts)
+        )
+    )
+    rows.append(
+        Row(
+            f"transformers pipeline (batch {batch})",
+            lambda: [r["label"] for r in pipe(texts, batch_size=batch)],
+            len(texts),
+        )
+    )
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="a fine-tuned BertForSequenceClassification dir "
-                        "(default: MiniLM fine-tuned briefly on tweets, cached)")
+    parser.add_argument(
+        "--model",
+        help="a fine-tuned BertForSequenceClassification dir "
+        "(default: MiniLM fine-tuned briefly on tweets, cached)",
+    )
     parser.add_argument("--texts", type=int, default=2000, help="real texts (default 2000)")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the batched rows")
     parser.add_argument("--fixed-batch", type=int, default=32)
@@ -193,14 +229,19 @@ def main() -> int:
         interleave(rows, args.repeats)
         results["fixed"] = table(
             f"(a) fixed shapes: forward of batch {args.fixed_batch} x seq {args.fixed_seq}, "
-            f"median of {args.repeats}", rows, "transformers (fp32, eager)")
+            f"median of {args.repeats}",
+            rows,
+            "transformers (fp32, eager)",
+        )
 
     texts = real_texts(args.texts)
     rows = real_text_rows(model_dir, texts, args.batch)
     interleave(rows, args.repeats)
     results["real"] = table(
         f"(b) {len(texts)} real tweets, text in → label out, median of {args.repeats}",
-        rows, "transformers pipeline (default)")
+        rows,
+        "transformers pipeline (default)",
+    )
     reference = rows[2].labels
     print("\nlabels equal to the default pipeline's:")
     for row, rec in zip(rows, results["real"]):

@@ -24,7 +24,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from train_step import Worker
-from workload import trainer_config, OUR_KEYS, VOCAB, Workload, make_batch, serve
+from workload import OUR_KEYS, VOCAB, Workload, make_batch, serve, trainer_config
 
 # name: (worker options, extra environment). Options: mode step|fwd|grad|opt, dtype, prng
 # (jax_default_prng_impl), head masked|full, attn_dropout/hidden_dropout overrides, patches.

@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from workload import trainer_config, OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, serve
+from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, serve, trainer_config
 
 PEERS = ("hf_torch", "hf_flax")
 
@@ -37,9 +37,9 @@ def bert_jax_worker(w: Workload, dtype: str, warmup: int) -> None:
     import jax
     from flax import nnx
 
-    from bert_jax.training import sharding
     from bert_jax.model.config import BertConfig
     from bert_jax.model.modeling import BertForMaskedLM
+    from bert_jax.training import sharding
     from bert_jax.training.pretrain import MaskedLMTask
     from bert_jax.training.trainer import Trainer
 

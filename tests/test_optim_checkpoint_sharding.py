@@ -15,10 +15,8 @@ import optax
 import pytest
 from flax import nnx
 
-from bert_jax.training import checkpoint
-from bert_jax.training import optim
-from bert_jax.training import sharding
 from bert_jax.errors import BertJaxError
+from bert_jax.training import checkpoint, optim, sharding
 
 
 class Tiny(nnx.Module):
@@ -195,9 +193,7 @@ def test_maybe_initialize_distributed_reads_env(monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
     monkeypatch.setenv("JAX_PROCESS_ID", "2")
     assert sharding.maybe_initialize_distributed()
-    assert calls == [
-        dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2)
-    ]
+    assert calls == [dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2)]
     monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
     monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "h0,h1")
     assert sharding.maybe_initialize_distributed() and calls[-1] == {}

@@ -11,7 +11,6 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bert_jax.training import losses  # noqa: E402
 from bert_jax.model.modeling import (  # noqa: E402
     BertForMaskedLM,
     BertForPreTraining,
@@ -20,6 +19,7 @@ from bert_jax.model.modeling import (  # noqa: E402
     BertForTokenClassification,
     BertModel,
 )
+from bert_jax.training import losses  # noqa: E402
 
 
 def _encode(directory, texts):
@@ -121,48 +121,70 @@ def _case(name):
     """(HF class, our class, config kwargs, HF extra inputs, our loss fn, HF logits getter)."""
     batch = _batch()
     positions, masked_ids, weights, mlm_labels = _mlm_labels(batch)
-    gather = lambda t: torch.gather(t, 1, torch.tensor(positions)[..., None].expand(-1, -1, t.shape[-1]))
+    gather = lambda t: torch.gather(
+        t, 1, torch.tensor(positions)[..., None].expand(-1, -1, t.shape[-1])
+    )
     nsp = np.array([0, 1, 1])
     if name == "mlm":
         return (
-            transformers.BertForMaskedLM, BertForMaskedLM, {}, dict(labels=mlm_labels),
+            transformers.BertForMaskedLM,
+            BertForMaskedLM,
+            {},
+            dict(labels=mlm_labels),
             lambda m, x: losses.mlm_loss(m(**x, masked_positions=positions), masked_ids, weights),
             lambda out: gather(out.logits),
             lambda m, x: m(**x, masked_positions=positions),
         )
     if name == "pretraining":
+
         def loss(m, x):
             mlm, nsp_logits = m(**x, masked_positions=positions)
-            return losses.mlm_loss(mlm, masked_ids, weights) + losses.classification_loss(nsp_logits, nsp)
+            return losses.mlm_loss(mlm, masked_ids, weights) + losses.classification_loss(
+                nsp_logits, nsp
+            )
+
         return (
-            transformers.BertForPreTraining, BertForPreTraining, {},
-            dict(labels=mlm_labels, next_sentence_label=nsp), loss,
-            lambda out: torch.cat([gather(out.prediction_logits).flatten(), out.seq_relationship_logits.flatten()]),
+            transformers.BertForPreTraining,
+            BertForPreTraining,
+            {},
+            dict(labels=mlm_labels, next_sentence_label=nsp),
+            loss,
+            lambda out: torch.cat(
+                [gather(out.prediction_logits).flatten(), out.seq_relationship_logits.flatten()]
+            ),
             lambda m, x: jnp.concatenate([a.ravel() for a in m(**x, masked_positions=positions)]),
         )
     if name in ("classification", "regression"):
         num = 2 if name == "classification" else 1
         labels = np.array([0, 1, 1]) if num == 2 else np.array([0.5, -1.0, 2.0], np.float32)
         return (
-            transformers.BertForSequenceClassification, BertForSequenceClassification,
-            dict(num_labels=num), dict(labels=labels),
+            transformers.BertForSequenceClassification,
+            BertForSequenceClassification,
+            dict(num_labels=num),
+            dict(labels=labels),
             lambda m, x: losses.classification_loss(m(**x), labels),
-            lambda out: out.logits, lambda m, x: m(**x),
+            lambda out: out.logits,
+            lambda m, x: m(**x),
         )
     if name == "token":
         labels = np.random.default_rng(1).integers(0, 3, (3, 12))
         labels[batch["attention_mask"] == 0] = -100
         labels[:, 0] = -100
         return (
-            transformers.BertForTokenClassification, BertForTokenClassification,
-            dict(num_labels=3), dict(labels=labels),
+            transformers.BertForTokenClassification,
+            BertForTokenClassification,
+            dict(num_labels=3),
+            dict(labels=labels),
             lambda m, x: losses.token_classification_loss(m(**x), labels),
-            lambda out: out.logits, lambda m, x: m(**x),
+            lambda out: out.logits,
+            lambda m, x: m(**x),
         )
     if name == "qa":
         start, end = np.array([1, 2, 12]), np.array([3, 5, 12])  # third: answer outside the window
         return (
-            transformers.BertForQuestionAnswering, BertForQuestionAnswering, {},
+            transformers.BertForQuestionAnswering,
+            BertForQuestionAnswering,
+            {},
             dict(start_positions=start, end_positions=end),
             lambda m, x: losses.qa_loss(*m(**x), start, end),
             lambda out: torch.stack([out.start_logits, out.end_logits]),
@@ -178,10 +200,21 @@ def _grad_params(model):
     """(our path, HF key) of a few parameters to compare gradients on."""
     prefix = ("bert",)
     return [
-        (prefix + ("embeddings", "word", "embedding"), "bert.embeddings.word_embeddings.weight", False),
-        (prefix + ("layers", 0, "attention", "query", "kernel"),
-         "bert.encoder.layer.0.attention.self.query.weight", True),
-        (prefix + ("layers", 1, "mlp", "norm", "scale"), "bert.encoder.layer.1.output.LayerNorm.weight", False),
+        (
+            prefix + ("embeddings", "word", "embedding"),
+            "bert.embeddings.word_embeddings.weight",
+            False,
+        ),
+        (
+            prefix + ("layers", 0, "attention", "query", "kernel"),
+            "bert.encoder.layer.0.attention.self.query.weight",
+            True,
+        ),
+        (
+            prefix + ("layers", 1, "mlp", "norm", "scale"),
+            "bert.encoder.layer.1.output.LayerNorm.weight",
+            False,
+        ),
         (prefix + ("embeddings", "norm", "scale"), "bert.embeddings.LayerNorm.weight", False),
     ]
 
@@ -226,7 +259,11 @@ def test_saved_model_loads_in_transformers(tmp_path, name):
     hf_cls, our_cls, cfg_kw, _, _, hf_logits, our_logits = _case(name)
     from bert_jax.model.config import BertConfig
 
-    config = BertConfig(**TINY).with_labels(cfg_kw["num_labels"]) if "num_labels" in cfg_kw else BertConfig(**TINY)
+    config = (
+        BertConfig(**TINY).with_labels(cfg_kw["num_labels"])
+        if "num_labels" in cfg_kw
+        else BertConfig(**TINY)
+    )
     model = our_cls(config, rngs=nnx.Rngs(3))
     model.eval()
     model.save_pretrained(tmp_path / "out")
@@ -245,8 +282,8 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
     clipping, linear warmup/decay) land on the same weights as torch.optim.AdamW +
     get_linear_schedule_with_warmup + clip_grad_norm_ from the same start, dropout off. Decay and
     rate are large so that a wrong mask, schedule step or clipping order shows."""
-    from bert_jax.training.finetune import TokenClassificationTask, default_config
     from bert_jax.model.hf import read_weights
+    from bert_jax.training.finetune import TokenClassificationTask, default_config
     from bert_jax.training.trainer import Trainer
 
     steps, warmup = 6, 2
@@ -266,16 +303,22 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
     cfg.optimizer.eps = 1e-4
     cfg.train.batch_size = 3
     model = BertForTokenClassification.from_pretrained(tmp_path / "start")
-    trainer = Trainer(model, TokenClassificationTask(), cfg, str(tmp_path / "work"), total_steps=steps)
+    trainer = Trainer(
+        model, TokenClassificationTask(), cfg, str(tmp_path / "work"), total_steps=steps
+    )
     state = trainer.restore_or_init(iter(()))
 
     o = cfg.optimizer
     no_decay = lambda n: "bias" in n or "LayerNorm" in n  # noqa: E731  (the usual HF recipe)
     named = list(ref.named_parameters())
     opt = torch.optim.AdamW(
-        [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": o.weight_decay},
-         {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}],
-        lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps,
+        [
+            {"params": [p for n, p in named if not no_decay(n)], "weight_decay": o.weight_decay},
+            {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0},
+        ],
+        lr=o.learning_rate,
+        betas=(o.b1, o.b2),
+        eps=o.eps,
     )
     sched = transformers.get_linear_schedule_with_warmup(opt, warmup, steps)
     ref.train()
@@ -285,7 +328,9 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
         labels = np.random.default_rng(100 + step).integers(0, 5, batch["input_ids"].shape)
         labels[batch["attention_mask"] == 0] = losses.IGNORE_INDEX
         labels[:, 0] = losses.IGNORE_INDEX  # [CLS]
-        state, out = trainer.train_step(state, {**batch, "labels": labels, "weights": np.ones(3, np.float32)})
+        state, out = trainer.train_step(
+            state, {**batch, "labels": labels, "weights": np.ones(3, np.float32)}
+        )
 
         loss = ref(**_torch_inputs(batch), labels=torch.tensor(labels)).loss
         loss.backward()

@@ -94,8 +94,11 @@ def cache_env(tmp_path_factory):
     from jax.experimental.compilation_cache import compilation_cache as cc
 
     path = str(tmp_path_factory.mktemp("jax_cache"))
-    values = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
-              "jax_persistent_cache_min_entry_size_bytes": 0}
+    values = {
+        "jax_compilation_cache_dir": path,
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
     saved = {name: getattr(jax.config, name) for name in values}
     for name, value in values.items():
         jax.config.update(name, value)
@@ -114,8 +117,10 @@ def cache_env(tmp_path_factory):
 def reference(corpus, cache_env, tmp_path_factory) -> Path:
     """The yardstick: `bert-jax pretrain` on one device, training its own WordPiece vocab."""
     workdir = tmp_path_factory.mktemp("reference")
-    assert cli_main(["pretrain", "--config", CONFIG, "--workdir", str(workdir),
-                     *overrides(corpus)]) == 0
+    assert (
+        cli_main(["pretrain", "--config", CONFIG, "--workdir", str(workdir), *overrides(corpus)])
+        == 0
+    )
     return workdir
 
 
@@ -137,7 +142,12 @@ def assert_same_metrics(got: list[dict], want: list[dict], tol: float) -> None:
         assert g.keys() == w.keys(), (g, w)
         for key in g.keys() - {"step", "split", "tokens_per_sec"}:
             assert abs(g[key] - w[key]) <= tol * max(1.0, abs(w[key])), (
-                g["step"], g["split"], key, g[key], w[key])
+                g["step"],
+                g["split"],
+                key,
+                g[key],
+                w[key],
+            )
 
 
 def model_params(workdir) -> dict[str, np.ndarray]:
@@ -165,8 +175,14 @@ def test_cli_run_writes_metrics_checkpoints_and_a_transformers_model(reference, 
     assert [m["step"] for m in train] == list(range(1, STEPS + 1))
     assert [m["step"] for m in evals] == [0, 4, 8]  # eval_at_start: the untrained model first
     assert evals[0]["mlm_loss"] > evals[-1]["mlm_loss"]
-    assert {"step", "loss", "mlm_accuracy", "learning_rate", "grad_norm",
-            "tokens_per_sec"} <= train[0].keys()
+    assert {
+        "step",
+        "loss",
+        "mlm_accuracy",
+        "learning_rate",
+        "grad_norm",
+        "tokens_per_sec",
+    } <= train[0].keys()
     assert {"step", "loss", "mlm_loss", "mlm_accuracy", "perplexity"} <= evals[0].keys()
     assert all(np.isfinite(m["loss"]) and m["tokens_per_sec"] > 0 for m in train)
     assert train[0]["learning_rate"] == 0.0 and train[2]["learning_rate"] == pytest.approx(2e-3)
@@ -185,8 +201,9 @@ def test_cli_run_writes_metrics_checkpoints_and_a_transformers_model(reference, 
     ref, info = transformers.BertForMaskedLM.from_pretrained(model_dir, output_loading_info=True)
     assert not any(info.values()), info  # no missing / unexpected / mismatched keys
     hf_tok = transformers.BertTokenizerFast.from_pretrained(model_dir)
-    enc = hf_tok(["to be or not to be, that is the question", "my lord"], padding=True,
-                 return_tensors="np")
+    enc = hf_tok(
+        ["to be or not to be, that is the question", "my lord"], padding=True, return_tensors="np"
+    )
     with torch.no_grad():
         want = ref.eval()(**{k: torch.tensor(v) for k, v in enc.items()}).logits.numpy()
     ours = BertForMaskedLM.from_pretrained(model_dir)
@@ -208,13 +225,22 @@ def test_nsp_layout_saves_a_bert_for_pretraining(corpus, tokenizer_dir, cache_en
     from bert_jax.model.modeling import BertForPreTraining
 
     final = train_and_evaluate(
-        config(corpus, data__layout="nsp", data__tokenizer=tokenizer_dir, train__steps=2,
-               train__eval_batches=1, optimizer__warmup_steps=1), str(tmp_path))
+        config(
+            corpus,
+            data__layout="nsp",
+            data__tokenizer=tokenizer_dir,
+            train__steps=2,
+            train__eval_batches=1,
+            optimizer__warmup_steps=1,
+        ),
+        str(tmp_path),
+    )
     assert {"mlm_loss", "nsp_loss", "nsp_accuracy", "perplexity"} <= final.keys()
     train = [m for m in metrics(tmp_path) if m["split"] == "train"]
     assert train[0]["loss"] == pytest.approx(train[0]["mlm_loss"] + train[0]["nsp_loss"])
-    ref, info = transformers.BertForPreTraining.from_pretrained(tmp_path / "model",
-                                                                 output_loading_info=True)
+    ref, info = transformers.BertForPreTraining.from_pretrained(
+        tmp_path / "model", output_loading_info=True
+    )
     assert not any(info.values()), info
     ids = np.array([[2, 50, 60, 70, 3, 80, 90, 3]])
     types = np.array([[0, 0, 0, 0, 0, 1, 1, 1]])
@@ -238,10 +264,12 @@ def test_evaluate_mlm_on_text_files_beats_an_untrained_model(reference, corpus, 
     trained = evaluate_mlm(str(reference / "model"), files, max_length=32)
     assert trained.keys() == {"mlm_loss", "mlm_accuracy", "perplexity", "masked_tokens"}
     assert trained["masked_tokens"] > 500
-    untrained = BertForMaskedLM(BertConfig.from_json_file(reference / "model" / "config.json"),
-                                rngs=nnx.Rngs(0))
-    untrained.save_pretrained(tmp_path / "untrained",
-                              BertTokenizer.from_pretrained(reference / "model"))
+    untrained = BertForMaskedLM(
+        BertConfig.from_json_file(reference / "model" / "config.json"), rngs=nnx.Rngs(0)
+    )
+    untrained.save_pretrained(
+        tmp_path / "untrained", BertTokenizer.from_pretrained(reference / "model")
+    )
     before = evaluate_mlm(str(tmp_path / "untrained"), files, max_length=32)
     assert before["mlm_accuracy"] < 0.02 < trained["mlm_accuracy"]
     assert trained["mlm_loss"] < before["mlm_loss"] - 0.15
@@ -286,8 +314,17 @@ def test_interrupted_run_resumes_to_identical_params_and_metrics(
 def test_sigkilled_run_resumes_to_identical_params_and_metrics(
     reference, corpus, tokenizer_dir, cache_env, tmp_path
 ):
-    argv = [sys.executable, "-m", "bert_jax.cli", "pretrain", "--config", CONFIG, "--workdir",
-            str(tmp_path), *overrides(corpus, data__tokenizer=tokenizer_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bert_jax.cli",
+        "pretrain",
+        "--config",
+        CONFIG,
+        "--workdir",
+        str(tmp_path),
+        *overrides(corpus, data__tokenizer=tokenizer_dir),
+    ]
     log = tmp_path / "run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, env=cache_env, cwd=ROOT, stdout=out, stderr=out)
@@ -359,13 +396,22 @@ def sharded_runs(reference, corpus, tokenizer_dir, cache_env, tmp_path_factory) 
     """
     pretrain = [sys.executable, "-m", "bert_jax.cli", "pretrain", "--config", CONFIG]
     port = _free_port()
-    jobs = {"8dev": ([sys.executable, "-c", textwrap.dedent(code)],
-                     dict(cache_env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))}
+    jobs = {
+        "8dev": (
+            [sys.executable, "-c", textwrap.dedent(code)],
+            dict(cache_env, XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+        )
+    }
     for i in range(2):
         jobs[f"2proc_{i}"] = (
             pretrain + ["--workdir", str(root / "2proc"), *overrides(corpus, train__fsdp=2)],
-            dict(cache_env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                 JAX_PROCESS_ID=str(i)))
+            dict(
+                cache_env,
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            ),
+        )
     procs = {}
     for name, (argv, env) in jobs.items():
         log = open(root / f"{name}.log", "w+")
@@ -384,8 +430,11 @@ def sharded_runs(reference, corpus, tokenizer_dir, cache_env, tmp_path_factory) 
     return {
         "dp8": (root / "dp8", [codes["8dev"]], [logs["8dev"]]),
         "dp2_fsdp4": (root / "dp2_fsdp4", [codes["8dev"]], [logs["8dev"]]),
-        "2proc": (root / "2proc", [codes["2proc_0"], codes["2proc_1"]],
-                  [logs["2proc_0"], logs["2proc_1"]]),
+        "2proc": (
+            root / "2proc",
+            [codes["2proc_0"], codes["2proc_1"]],
+            [logs["2proc_0"], logs["2proc_1"]],
+        ),
     }
 
 
@@ -411,14 +460,14 @@ def test_two_processes_match_one(sharded_runs, reference):
 def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache_env, tmp_path):
     from flax import nnx
 
-    from bert_jax.training import sharding
-    from bert_jax.model.config import BertConfig
     from bert_jax.data.masking import MaskingConfig
     from bert_jax.data.pipeline import PretrainBatches, pretrain_rows
     from bert_jax.data.sources import load_corpus
+    from bert_jax.model.config import BertConfig
     from bert_jax.model.modeling import BertForMaskedLM
-    from bert_jax.training.pretrain import MaskedLMTask
     from bert_jax.tokenizer import BertTokenizer
+    from bert_jax.training import sharding
+    from bert_jax.training.pretrain import MaskedLMTask
     from bert_jax.training.trainer import Trainer
 
     tok = BertTokenizer.from_pretrained(tokenizer_dir)
@@ -426,18 +475,35 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache
     masking = MaskingConfig.for_tokenizer(tok, max_predictions=5)
     pipe = PretrainBatches(rows, batch_size=16, seed=0, masking=masking, prefetch=0)
     batches = [pipe.batch_at(s) for s in range(2)]
-    bert = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # dropout off:
+    bert = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )  # dropout off:
     # its masks are drawn per micro-batch, so only without it are the two runs the same maths.
 
     def train(k: int):
         # eps 1e-3: Adam's m/(sqrt(v)+eps) turns rounding in a near-zero gradient (summed in
         # another order) into a full-size step; a large eps keeps such elements' steps tiny.
-        cfg = config(corpus, train__grad_accumulation=k, train__batch_size=16,
-                     optimizer__warmup_steps=0, optimizer__eps=1e-3)
-        trainer = Trainer(BertForMaskedLM(bert, rngs=nnx.Rngs(0)), MaskedLMTask(), cfg,
-                          str(tmp_path / f"k{k}"), total_steps=2)
+        cfg = config(
+            corpus,
+            train__grad_accumulation=k,
+            train__batch_size=16,
+            optimizer__warmup_steps=0,
+            optimizer__eps=1e-3,
+        )
+        trainer = Trainer(
+            BertForMaskedLM(bert, rngs=nnx.Rngs(0)),
+            MaskedLMTask(),
+            cfg,
+            str(tmp_path / f"k{k}"),
+            total_steps=2,
+        )
         state = trainer.restore_or_init(iter(()))
         steps = []
         for batch in batches:
@@ -454,8 +520,12 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache
             np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
     for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_4)):
         np.testing.assert_allclose(b, a, atol=1e-5)
-    assert not np.allclose(jax.tree.leaves(params_1)[0], jax.tree.leaves(
-        nnx.to_pure_dict(nnx.state(BertForMaskedLM(bert, rngs=nnx.Rngs(0)), nnx.Param)))[0])
+    assert not np.allclose(
+        jax.tree.leaves(params_1)[0],
+        jax.tree.leaves(
+            nnx.to_pure_dict(nnx.state(BertForMaskedLM(bert, rngs=nnx.Rngs(0)), nnx.Param))
+        )[0],
+    )
 
 
 # ---- failures -----------------------------------------------------------------------------------
@@ -481,12 +551,23 @@ def test_nan_loss_stops_with_one_error_line(
 
     monkeypatch.setattr(PretrainBatches, "batch_at", poisoned)
     # Logging every 4 steps, checkpointing every 2: step 6 is caught before its checkpoint.
-    code = cli_main(["pretrain", "--config", CONFIG, "--workdir", str(tmp_path),
-                     *overrides(corpus, data__tokenizer=tokenizer_dir, train__log_every=4)])
+    code = cli_main(
+        [
+            "pretrain",
+            "--config",
+            CONFIG,
+            "--workdir",
+            str(tmp_path),
+            *overrides(corpus, data__tokenizer=tokenizer_dir, train__log_every=4),
+        ]
+    )
     errors = _error_lines(capsys.readouterr().err)
     assert code == 2 and len(errors) == 1, errors
-    assert re.search(r"not finite \(NaN/inf\) at step 6;.*Last good checkpoint: step 4 in "
-                     + re.escape(str(tmp_path / "checkpoints")), errors[0]), errors[0]
+    assert re.search(
+        r"not finite \(NaN/inf\) at step 6;.*Last good checkpoint: step 4 in "
+        + re.escape(str(tmp_path / "checkpoints")),
+        errors[0],
+    ), errors[0]
     assert checkpoint_steps(tmp_path) == [2, 4]  # none written at or after the bad step
     assert [m["step"] for m in metrics(tmp_path) if m["split"] == "train"] == [4]
     assert not (tmp_path / "model").exists()
@@ -507,17 +588,28 @@ def test_only_process_zero_trains_the_tokenizer(corpus, tmp_path, monkeypatch):
     assert tok.vocab_size <= 1000 and (tmp_path / "tokenizer" / "vocab.txt").is_file()
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"data__corpus": "/nonexistent/*.txt"}, "matches no files"),
-    ({"data__corpus": "EMPTY"}, "corpus is empty"),
-    ({"data__max_length": 128}, "exceeds the model's max_position_embeddings 64"),
-    ({"train__stepz": 3}, "unknown config key 'train.stepz'"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"data__corpus": "/nonexistent/*.txt"}, "matches no files"),
+        ({"data__corpus": "EMPTY"}, "corpus is empty"),
+        ({"data__max_length": 128}, "exceeds the model's max_position_embeddings 64"),
+        ({"train__stepz": 3}, "unknown config key 'train.stepz'"),
+    ],
+)
 def test_bad_input_gives_one_error_line(corpus, tmp_path, capsys, changes, expected):
     if changes.get("data__corpus") == "EMPTY":
         (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
         changes = {"data__corpus": str(tmp_path / "*.txt")}
-    code = cli_main(["pretrain", "--config", CONFIG, "--workdir", str(tmp_path / "run"),
-                     *overrides(corpus, **changes)])
+    code = cli_main(
+        [
+            "pretrain",
+            "--config",
+            CONFIG,
+            "--workdir",
+            str(tmp_path / "run"),
+            *overrides(corpus, **changes),
+        ]
+    )
     errors = _error_lines(capsys.readouterr().err)
     assert code == 2 and len(errors) == 1 and expected in errors[0], errors

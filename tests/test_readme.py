@@ -23,7 +23,10 @@ SHORT_PRETRAIN = (
     " --config.train.eval_batches=1 --config.train.progress=false"
 )
 SHORT_DATA = " --config.data.max_train_examples=48 --config.data.max_eval_examples=32 --config.data.max_length=32"
-SHORT_FINETUNE = SHORT_DATA + " --config.train.epochs=1 --config.train.batch_size=16 --config.train.progress=false"
+SHORT_FINETUNE = (
+    SHORT_DATA
+    + " --config.train.epochs=1 --config.train.batch_size=16 --config.train.progress=false"
+)
 
 
 def readme_examples() -> list[str]:
@@ -54,9 +57,12 @@ def bin_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("repo")
     bin_path = root / ".venv" / "bin"
     bin_path.mkdir(parents=True)
-    for name, command in (("python", sys.executable), ("bert-jax", f"{sys.executable} -m bert_jax.cli")):
+    for name, command in (
+        ("python", sys.executable),
+        ("bert-jax", f"{sys.executable} -m bert_jax.cli"),
+    ):
         wrapper = bin_path / name
-        wrapper.write_text(f"#!/bin/sh\nexec {command} \"$@\"\n")
+        wrapper.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
         wrapper.chmod(0o755)
     for name in ("configs", "scripts"):
         (root / name).symlink_to(os.path.join(ROOT, name))
@@ -67,25 +73,55 @@ def test_readme_cli_examples_run(bin_dir):
     lines = readme_examples()
     assert len(lines) >= 10
     documented = {m.group(1) for m in (re.search(r"bert-jax (\S+)", ln) for ln in lines) if m}
-    assert documented >= {"embed", "convert", "tokenizer", "pretrain", "fill-mask", "evaluate",
-                          "finetune", "predict", "explain", "sweep"}
+    assert documented >= {
+        "embed",
+        "convert",
+        "tokenizer",
+        "pretrain",
+        "fill-mask",
+        "evaluate",
+        "finetune",
+        "predict",
+        "explain",
+        "sweep",
+    }
     script = "set -euo pipefail\n" + "\n".join(
-        f"echo '>>> {i}'\n{shorten(line)} > out_{i}.txt" for i, line in enumerate(lines))
-    proc = subprocess.run(["bash", "-c", script], cwd=bin_dir, env=_env(), capture_output=True,
-                          text=True, timeout=1200)
+        f"echo '>>> {i}'\n{shorten(line)} > out_{i}.txt" for i, line in enumerate(lines)
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        cwd=bin_dir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     for i, line in enumerate(lines):
-        if "bert-jax" in line and " convert " not in line and " tokenizer " not in line \
-                and " pretrain " not in line and " finetune " not in line:
+        if (
+            "bert-jax" in line
+            and " convert " not in line
+            and " tokenizer " not in line
+            and " pretrain " not in line
+            and " finetune " not in line
+        ):
             out = open(os.path.join(bin_dir, f"out_{i}.txt"), encoding="utf-8").read()
             assert out.strip(), f"README example printed nothing: {line}"
 
 
 def test_demo_script_runs_shortened(bin_dir, tmp_path):
     env = _env()
-    env.update(RUNS=str(tmp_path / "runs"), PRETRAIN_ARGS=SHORT_PRETRAIN, FINETUNE_ARGS=SHORT_FINETUNE)
-    proc = subprocess.run(["bash", "scripts/demo.sh"], cwd=bin_dir, env=env, capture_output=True,
-                          text=True, timeout=900)
+    env.update(
+        RUNS=str(tmp_path / "runs"), PRETRAIN_ARGS=SHORT_PRETRAIN, FINETUNE_ARGS=SHORT_FINETUNE
+    )
+    proc = subprocess.run(
+        ["bash", "scripts/demo.sh"],
+        cwd=bin_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "test-set metrics" in proc.stdout and '"accuracy"' in proc.stdout
     assert os.path.isfile(tmp_path / "runs" / "tweet_sentiment" / "model" / "model.safetensors")

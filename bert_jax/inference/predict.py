@@ -34,7 +34,6 @@ from bert_jax.tasks.postprocess import decode_answers
 from bert_jax.tasks.readers import QAExample
 from bert_jax.tokenizer import BertTokenizer, check_texts
 
-
 # --------------------------------------------------------------------------------------------------
 # Predictor
 
@@ -48,11 +47,20 @@ class Predictor:
     `max_answer_length` and, with `version_2`, the null-answer `null_threshold`.
     """
 
-    def __init__(self, model, tokenizer: BertTokenizer, *, batch_size: int = 64,
-                 max_length: int | None = None, doc_stride: int | None = None,
-                 max_query_length: int = 64,
-                 n_best: int = 20, max_answer_length: int = 30, null_threshold: float = 0.0,
-                 version_2: bool = False):
+    def __init__(
+        self,
+        model,
+        tokenizer: BertTokenizer,
+        *,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        doc_stride: int | None = None,
+        max_query_length: int = 64,
+        n_best: int = 20,
+        max_answer_length: int = 30,
+        null_threshold: float = 0.0,
+        version_2: bool = False,
+    ):
         self.task = task_of(model)
         self.model, self.tokenizer = model, tokenizer
         self.labels = list(model.config.id2label)
@@ -63,10 +71,16 @@ class Predictor:
         self.batch_size = int(batch_size)
         if doc_stride is None:
             doc_stride = min(128, self.max_length // 3)
-        self.qa = dict(doc_stride=check_doc_stride(doc_stride, self.max_length),
-                       max_query_length=max_query_length)
-        self.decode = dict(n_best=n_best, max_answer_length=max_answer_length,
-                           null_threshold=null_threshold, version_2=version_2)
+        self.qa = dict(
+            doc_stride=check_doc_stride(doc_stride, self.max_length),
+            max_query_length=max_query_length,
+        )
+        self.decode = dict(
+            n_best=n_best,
+            max_answer_length=max_answer_length,
+            null_threshold=null_threshold,
+            version_2=version_2,
+        )
 
         self._forward = jit_forward(model, _task_outputs, task=self.task)
 
@@ -93,8 +107,9 @@ class Predictor:
         if self.task == "qa":
             if questions is None or contexts is None:
                 raise BertJaxError("a QA model needs questions and contexts")
-            results = self._predict_qa(check_texts(questions, "question"),
-                                       check_texts(contexts, "context"))
+            results = self._predict_qa(
+                check_texts(questions, "question"), check_texts(contexts, "context")
+            )
         elif texts is None:
             raise BertJaxError(f"a {self.task} model needs texts")
         elif self.task == "ner":
@@ -107,8 +122,9 @@ class Predictor:
     def _run(self, features: list[dict], token_level: bool) -> list:
         outputs = [None] * len(features)
         lengths = [len(f["input_ids"]) for f in features]
-        for index, batch in sorted_batches(features, self.batch_size, self.buckets,
-                                           self.tokenizer.pad_id, fixed_rows=False):
+        for index, batch in sorted_batches(
+            features, self.batch_size, self.buckets, self.tokenizer.pad_id, fixed_rows=False
+        ):
             out = jax.device_get(self._forward(**encoder_inputs(batch)))
             for i, value in zip(index, rows_of(out, index, lengths, token_level)):
                 outputs[i] = value
@@ -129,8 +145,13 @@ class Predictor:
         results = []
         for probs in outputs:
             best = int(np.argmax(probs))
-            results.append({"label": self.labels[best], "score": float(probs[best]),
-                            "scores": {name: float(p) for name, p in zip(self.labels, probs)}})
+            results.append(
+                {
+                    "label": self.labels[best],
+                    "score": float(probs[best]),
+                    "scores": {name: float(p) for name, p in zip(self.labels, probs)},
+                }
+            )
         return results
 
     def _predict_ner(self, texts) -> list[dict]:
@@ -152,12 +173,14 @@ class Predictor:
     def _predict_qa(self, questions, contexts) -> list[dict]:
         if len(questions) != len(contexts):
             raise BertJaxError(f"got {len(questions)} questions but {len(contexts)} contexts")
-        examples = [QAExample(str(i), q, c, [])
-                    for i, (q, c) in enumerate(zip(questions, contexts))]
+        examples = [
+            QAExample(str(i), q, c, []) for i, (q, c) in enumerate(zip(questions, contexts))
+        ]
         features = prepare_qa_features(self.tokenizer, examples, self.max_length, **self.qa)
         outputs = self._run(features, token_level=True)
-        _, details = decode_answers(examples, features, [o[0] for o in outputs],
-                                    [o[1] for o in outputs], **self.decode)
+        _, details = decode_answers(
+            examples, features, [o[0] for o in outputs], [o[1] for o in outputs], **self.decode
+        )
         return [details[ex.id]["prediction"] for ex in examples]
 
 
@@ -171,6 +194,7 @@ def _task_outputs(model, task: str, **batch):
 
 def _from_records(records, task: str):
     """Columns from dict records: {"text"[, "text_pair"]} or {"question", "context"}."""
+
     def column(key, required=True):
         values = []
         for i, r in enumerate(records):
@@ -183,4 +207,3 @@ def _from_records(records, task: str):
         return None, None, column("question"), column("context")
     pairs = column("text_pair", required=False)
     return column("text"), (pairs if any(p is not None for p in pairs) else None), None, None
-

@@ -13,9 +13,7 @@ import jax.numpy as jnp
 _MASKED_LOGIT = -1e9
 
 
-def attention_mask_2d(
-    attention_mask: jax.Array, segment_ids: jax.Array | None = None
-) -> jax.Array:
+def attention_mask_2d(attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
     """Boolean mask (batch, 1, q_len, k_len): True where a query may attend to a key.
 
     attention_mask: (batch, len) 1 for real tokens, 0 for padding.
@@ -81,8 +79,9 @@ def _fused_attention(query, key, value, mask) -> jax.Array:
     shapes or is missing (checked while tracing), and on other backends, XLA's runs."""
     if query.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "gpu":
         try:
-            return jax.nn.dot_product_attention(query, key, value, mask=mask,
-                                                implementation="cudnn")
+            return jax.nn.dot_product_attention(
+                query, key, value, mask=mask, implementation="cudnn"
+            )
         except (NotImplementedError, ValueError, RuntimeError):
             pass
     return jax.nn.dot_product_attention(query, key, value, mask=mask)

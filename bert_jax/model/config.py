@@ -69,7 +69,9 @@ class BertConfig:
                 f"num_attention_heads {self.num_attention_heads}"
             )
         if self.hidden_act not in ACTIVATIONS:
-            raise BertJaxError(f"config: hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
+            raise BertJaxError(
+                f"config: hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}"
+            )
 
     # ---- derived -----------------------------------------------------------------------------
     @property
@@ -207,7 +209,9 @@ class BertConfig:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
         except FileNotFoundError:
-            raise BertJaxError(f"{path}: not found (an HF model directory needs config.json)") from None
+            raise BertJaxError(
+                f"{path}: not found (an HF model directory needs config.json)"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BertJaxError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(d, dict):

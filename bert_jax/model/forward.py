@@ -50,7 +50,7 @@ def head_outputs(model, batch) -> jax.Array | tuple[jax.Array, jax.Array]:
 
 
 def task_of(model) -> str:
-    """"classification", "regression", "ner" or "qa" from the model's head class."""
+    """ "classification", "regression", "ner" or "qa" from the model's head class."""
     if isinstance(model, BertForSequenceClassification):
         regression = model.config.num_labels == 1 or model.config.problem_type == "regression"
         return "regression" if regression else "classification"

@@ -11,11 +11,8 @@ Our parameter paths and HF keys differ only by a fixed table (`hf_key`); Linear 
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 
@@ -23,12 +20,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bert_jax.model.config import BertConfig
 from bert_jax.errors import BertJaxError
+from bert_jax.io import read_json, staged_dir
+from bert_jax.model.config import BertConfig
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_BIN = "pytorch_model.bin"
+# Everything `save_pretrained` writes (the tokenizer's files included): a directory holding only
+# these may be replaced by a new save; one holding anything else is the user's.
+SAVED_FILES = frozenset(
+    {
+        "config.json",
+        SAFETENSORS,
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
+)
 
 # Module path (dotted, without the leaf name) → HF module name. Applied in order, first match wins.
 _MODULE_TABLE = [
@@ -130,11 +140,9 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
     if os.path.isfile(single):
         return _load_safetensors(single)
     if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-        except (OSError, ValueError, KeyError) as e:
-            raise BertJaxError(f"{index}: expected JSON with a 'weight_map' ({e})") from None
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise BertJaxError(f"{index}: expected JSON with a 'weight_map' object")
         tensors: dict[str, np.ndarray] = {}
         for shard in sorted(set(weight_map.values())):
             shard_path = os.path.join(directory, shard)
@@ -201,13 +209,21 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
             stacklevel=3,
         )
     if unexpected:
-        warnings.warn(f"{source}: unused tensors in the checkpoint: {', '.join(unexpected)}", stacklevel=3)
+        warnings.warn(
+            f"{source}: unused tensors in the checkpoint: {', '.join(unexpected)}", stacklevel=3
+        )
     return {"missing": missing, "unexpected": unexpected}
 
 
-
-def from_pretrained(cls, directory: str, *, dtype: str | None = None, seed: int = 0,
-                    dont_load: Sequence[str] = (), **config_changes):
+def from_pretrained(
+    cls,
+    directory: str,
+    *,
+    dtype: str | None = None,
+    seed: int = 0,
+    dont_load: Sequence[str] = (),
+    **config_changes,
+):
     """Build `cls` (a model class) from an HF directory. `dtype` sets the compute dtype;
     `config_changes` override config fields (e.g. id2label for a new classifier); tensors whose
     HF key matches a `dont_load` regex keep their fresh initialisation (e.g. a new head)."""
@@ -226,16 +242,20 @@ def from_pretrained(cls, directory: str, *, dtype: str | None = None, seed: int 
     return model
 
 
-def save_pretrained(model: nnx.Module, directory: str, tokenizer=None, extra_tensors=None) -> None:
+def save_pretrained(
+    model: nnx.Module,
+    directory: str,
+    tokenizer=None,
+    extra_tensors=None,
+    *,
+    overwrite: bool = False,
+) -> None:
     """Write `config.json`, `model.safetensors` (and tokenizer files) into `directory`, atomically:
-    everything goes to a temporary sibling directory first, which then replaces `directory`."""
+    everything goes to a temporary sibling first, which then replaces `directory` — if that holds
+    nothing but an earlier save's files (else an error, unless `overwrite`)."""
     from safetensors.numpy import save_file
 
-    directory = os.path.abspath(os.fspath(directory))
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(directory) + "-", dir=parent)
-    try:
+    with staged_dir(directory, owned=SAVED_FILES, overwrite=overwrite) as tmp:
         tensors = params_to_hf(model)
         if extra_tensors:
             tensors.update(extra_tensors)
@@ -243,17 +263,3 @@ def save_pretrained(model: nnx.Module, directory: str, tokenizer=None, extra_ten
         model.config.to_json_file(os.path.join(tmp, "config.json"), [type(model).__name__])
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _replace_dir(new: str, target: str) -> None:
-    if not os.path.exists(target):
-        os.rename(new, target)
-        return
-    old = target + ".old-" + os.path.basename(new)
-    os.rename(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)

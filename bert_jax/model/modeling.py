@@ -8,14 +8,16 @@ is off after `model.eval()`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
 from bert_jax.model import hf
-from bert_jax.model.attention import attention_mask_2d, dot_product_attention, positions_from_segments
+from bert_jax.model.attention import (
+    attention_mask_2d,
+    dot_product_attention,
+    positions_from_segments,
+)
 from bert_jax.model.config import BertConfig
 from bert_jax.model.precision import dot_general, matmul
 
@@ -81,13 +83,13 @@ class HFFormat:
     """`from_pretrained` / `save_pretrained` over HF model directories (see bert_jax.model.hf)."""
 
     @classmethod
-    def from_pretrained(cls, directory, *, dtype: str | None = None, seed: int = 0, **config_changes):
-        from bert_jax.model import hf
+    def from_pretrained(
+        cls, directory, *, dtype: str | None = None, seed: int = 0, **config_changes
+    ):
 
         return hf.from_pretrained(cls, directory, dtype=dtype, seed=seed, **config_changes)
 
     def save_pretrained(self, directory, tokenizer=None) -> None:
-        from bert_jax.model import hf
 
         hf.save_pretrained(self, directory, tokenizer=tokenizer)
 
@@ -119,8 +121,11 @@ class Embeddings(nnx.Module):
         words = _rows(self.word, input_ids) if inputs_embeds is None else inputs_embeds
         types = self.token_type.embedding[...]  # (type_vocab_size, D)
         one_hot = jax.nn.one_hot(token_type_ids, types.shape[0], dtype=types.dtype)  # (B, L, T)
-        x = (words.astype(types.dtype) + _rows(self.position, position_ids)
-             + jnp.einsum("blt,td->bld", one_hot, types, precision=jax.lax.Precision.HIGHEST))
+        x = (
+            words.astype(types.dtype)
+            + _rows(self.position, position_ids)
+            + jnp.einsum("blt,td->bld", one_hot, types, precision=jax.lax.Precision.HIGHEST)
+        )
         return self.dropout(self.norm(x).astype(self.dtype))
 
 
@@ -193,7 +198,9 @@ class BertModel(HFFormat, nnx.Module):
     def __init__(self, config: BertConfig, *, add_pooler: bool = True, rngs: nnx.Rngs):
         self.config = config
         self.embeddings = Embeddings(config, rngs=rngs)
-        self.layers = nnx.List([EncoderLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        self.layers = nnx.List(
+            [EncoderLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)]
+        )
         self.pooler = (
             _dense(config, config.hidden_size, config.hidden_size, rngs) if add_pooler else None
         )
@@ -348,4 +355,3 @@ class BertForQuestionAnswering(HFFormat, nnx.Module):
         hidden = self.bert(input_ids, **inputs).last_hidden_state
         logits = self.qa_outputs(hidden).astype(jnp.float32)
         return logits[..., 0], logits[..., 1]
-

@@ -34,8 +34,9 @@ def _matmul_bwd(residuals, g):
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-def dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=None,
-                out_sharding=None):
+def dot_general(
+    x, w, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None
+):
     """Drop-in `dot_general` for nnx.Linear: the fast mixed path for bf16 (..., I) x (I, O)."""
     (contract_x, contract_w), batch = dimension_numbers
     plain = (
@@ -47,7 +48,12 @@ def dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=
         or out_sharding is not None
     )
     if plain:
-        return jax.lax.dot_general(x, w, dimension_numbers, precision=precision,
-                                   preferred_element_type=preferred_element_type,
-                                   out_sharding=out_sharding)
+        return jax.lax.dot_general(
+            x,
+            w,
+            dimension_numbers,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+            out_sharding=out_sharding,
+        )
     return matmul(x, w.astype(x.dtype))

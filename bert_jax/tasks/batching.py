@@ -16,7 +16,6 @@ import numpy as np
 from bert_jax.tasks.features import IGNORE_INDEX
 
 
-
 def shuffled_batches(
     lengths: Sequence[int],
     batch_size: int,
@@ -85,7 +84,6 @@ def pad_batch(
     return batch
 
 
-
 def length_buckets(max_length: int, smallest: int = 16, per_octave: int = 2) -> list[int]:
     """Padded lengths a batch may take: `per_octave` steps between consecutive powers of two from
     `smallest`, rounded up to multiples of 8, below `max_length`; then `max_length` itself (never
@@ -108,8 +106,9 @@ def bucket_for(length: int, buckets: Sequence[int]) -> int:
     return next((b for b in buckets if b >= length), buckets[-1])
 
 
-def make_batch(features: Sequence[dict], index: Sequence[int], rows: int, length: int,
-               pad_id: int) -> dict[str, np.ndarray]:
+def make_batch(
+    features: Sequence[dict], index: Sequence[int], rows: int, length: int, pad_id: int
+) -> dict[str, np.ndarray]:
     """Features `index` padded to (rows, length). Rows past len(index) repeat the first feature with
     `weights` 0 (and token labels -100), so every batch of a run has one of a few fixed shapes."""
     index = list(index)
@@ -117,12 +116,18 @@ def make_batch(features: Sequence[dict], index: Sequence[int], rows: int, length
     batch = pad_batch(chosen, pad_id, multiple_of=length, max_length=length)
     batch["weights"] = (np.arange(rows) < len(index)).astype(np.float32)  # (rows,) 0 = padding row
     if "labels" in batch and batch["labels"].ndim == 2:
-        batch["labels"][len(index):] = IGNORE_INDEX
+        batch["labels"][len(index) :] = IGNORE_INDEX
     return batch
 
 
-def sorted_batches(features: Sequence[dict], batch_size: int, buckets: Sequence[int], pad_id: int,
-                   *, fixed_rows: bool = True) -> Iterator[tuple[np.ndarray, dict]]:
+def sorted_batches(
+    features: Sequence[dict],
+    batch_size: int,
+    buckets: Sequence[int],
+    pad_id: int,
+    *,
+    fixed_rows: bool = True,
+) -> Iterator[tuple[np.ndarray, dict]]:
     """(indices, batch) over all features in length order.
 
     fixed_rows=True (evaluation): every batch has `batch_size` rows. fixed_rows=False (prediction):
@@ -136,8 +141,9 @@ def sorted_batches(features: Sequence[dict], batch_size: int, buckets: Sequence[
     while start < len(order):
         stop = min(start + batch_size, len(order))
         if not fixed_rows:  # sorted: the first feature past twice the first padded length
-            stop = start + int(np.searchsorted(padded[order[start:stop]],
-                                               2 * padded[order[start]], side="right"))
+            stop = start + int(
+                np.searchsorted(padded[order[start:stop]], 2 * padded[order[start]], side="right")
+            )
         index = order[start:stop]
         rows = batch_size if fixed_rows else min(batch_size, 1 << (len(index) - 1).bit_length())
         yield index, make_batch(features, index, rows, padded[index].max(), pad_id)
@@ -151,4 +157,4 @@ def rows_of(out, index, lengths, token_level: bool) -> list:
         parts = [rows_of(o, index, lengths, token_level) for o in out]
         return list(zip(*parts))
     out = np.asarray(out)
-    return [out[j, :lengths[i]] if token_level else out[j] for j, i in enumerate(index)]
+    return [out[j, : lengths[i]] if token_level else out[j] for j, i in enumerate(index)]

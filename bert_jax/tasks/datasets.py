@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from bert_jax.errors import BertJaxError
-from bert_jax.tasks import features as F, metrics as M, readers
+from bert_jax.tasks import features as F
+from bert_jax.tasks import metrics as M
+from bert_jax.tasks import readers
 from bert_jax.tasks.postprocess import decode_answers
 
 TASKS = ("classification", "ner", "qa")
@@ -61,14 +63,22 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def _tfds_table(name: str, split: str, text_key: str, pair_key: str | None, label_key: str,
-                label_names, regression: bool) -> readers.ClassificationData:
+def _tfds_table(
+    name: str,
+    split: str,
+    text_key: str,
+    pair_key: str | None,
+    label_key: str,
+    label_names,
+    regression: bool,
+) -> readers.ClassificationData:
     """A TFDS split through `tfds.data_source` (array_record; no TensorFlow needed)."""
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise BertJaxError(f"{name} needs tensorflow-datasets: pip install 'bert-jax[tfds]'"
-                           ) from None
+        raise BertJaxError(
+            f"{name} needs tensorflow-datasets: pip install 'bert-jax[tfds]'"
+        ) from None
     try:
         source = tfds.data_source(name, split=split)
         examples = list(source)
@@ -88,8 +98,10 @@ def _tfds_table(name: str, split: str, text_key: str, pair_key: str | None, labe
     pairs = [text(ex[pair_key]) for ex in examples] if pair_key else None
     labels = np.asarray([ex[label_key] for ex in examples], np.float32 if regression else np.int32)
     if not regression and len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
-        raise BertJaxError(f"{name} split {split!r}: labels outside 0..{len(names) - 1} "
-                           "(an unlabelled test split?)")
+        raise BertJaxError(
+            f"{name} split {split!r}: labels outside 0..{len(names) - 1} "
+            "(an unlabelled test split?)"
+        )
     return readers.ClassificationData(texts, pairs, labels, None if regression else names)
 
 
@@ -102,26 +114,34 @@ def _read_classification(d, label_names, regression: bool, train: bool):
     if source == "glue" or source.startswith("tfds:"):
         if source == "glue":
             if d.glue_task not in GLUE:
-                raise BertJaxError(f"data.glue_task: expected one of {sorted(GLUE)}, "
-                                   f"got {d.glue_task!r}")
+                raise BertJaxError(
+                    f"data.glue_task: expected one of {sorted(GLUE)}, got {d.glue_task!r}"
+                )
             name, (text_key, pair_key, eval_split) = f"glue/{d.glue_task}", GLUE[d.glue_task]
             label_key = "label"
         else:
-            name, eval_split = source[len("tfds:"):], "test"
+            name, eval_split = source[len("tfds:") :], "test"
             text_key, pair_key, label_key = d.text_column, d.text_pair_column, d.label_column
         eval_split = d.get("eval_split") or eval_split
 
         def load(split, names):
-            return _tfds_table(name, split, text_key, pair_key or None, label_key, names,
-                               regression)
+            return _tfds_table(
+                name, split, text_key, pair_key or None, label_key, names, regression
+            )
 
         tr = load(d.get("train_split") or "train", label_names) if train else None
         return tr, load(eval_split, label_names or (tr.label_names if tr else None))
     if source != "files":
-        raise BertJaxError(f"data.source: expected 'files', 'tweet_sentiment', 'glue' or "
-                           f"'tfds:NAME' for classification, got {source!r}")
-    columns = dict(text_column=d.text_column, text_pair_column=d.text_pair_column or None,
-                   label_column=d.label_column, regression=regression)
+        raise BertJaxError(
+            f"data.source: expected 'files', 'tweet_sentiment', 'glue' or "
+            f"'tfds:NAME' for classification, got {source!r}"
+        )
+    columns = dict(
+        text_column=d.text_column,
+        text_pair_column=d.text_pair_column or None,
+        label_column=d.label_column,
+        regression=regression,
+    )
     if not d.eval_file and not d.train_file:
         raise BertJaxError("data.train_file (or data.eval_file) is required for source 'files'")
     tr = None
@@ -145,8 +165,9 @@ def _read_ner(d, train: bool):
     return tr, readers.read_conll(d.eval_file)
 
 
-def load_task_data(config, tokenizer, *, label_names=None, regression=None,
-                   train: bool = True) -> TaskData:
+def load_task_data(
+    config, tokenizer, *, label_names=None, regression=None, train: bool = True
+) -> TaskData:
     """Read and encode the task's data per `config.data`. `label_names` (e.g. a saved model's
     id2label) fix the label ids; otherwise they come from `data.labels` or the training data."""
     kind, d = config.task, config.data
@@ -164,8 +185,9 @@ def load_task_data(config, tokenizer, *, label_names=None, regression=None,
         names = None if regression else (label_names or (tr or ev).label_names)
 
         def encode(data):
-            return F.encode_classification(tokenizer, data.texts, data.pairs, max_length,
-                                           labels=data.labels)
+            return F.encode_classification(
+                tokenizer, data.texts, data.pairs, max_length, labels=data.labels
+            )
 
         train_features = None
         if tr is not None and train:
@@ -192,8 +214,11 @@ def load_task_data(config, tokenizer, *, label_names=None, regression=None,
     # qa
     if d.source != "files" or not d.eval_file:
         raise BertJaxError("qa needs data.source='files' and SQuAD JSON data.train_file/eval_file")
-    qa = dict(max_length=max_length, doc_stride=F.check_doc_stride(int(d.doc_stride), max_length),
-              max_query_length=int(d.max_query_length))
+    qa = dict(
+        max_length=max_length,
+        doc_stride=F.check_doc_stride(int(d.doc_stride), max_length),
+        max_query_length=int(d.max_query_length),
+    )
     ev = readers.read_squad(d.eval_file)
     ev = [ev[i] for i in _subset(len(ev), n_eval, seed + 1)]
     train_features = None
@@ -217,8 +242,10 @@ def _check_tags(path: str, label2id: dict) -> None:
         if len(fields) >= 2 and fields[0].strip() != "-DOCSTART-":
             tag = fields[-1].strip()
             if tag not in label2id:
-                raise BertJaxError(f"{path} line {n}: unknown tag {tag!r}; the labels are "
-                                   f"{sorted(label2id)} (from the training data or data.labels)")
+                raise BertJaxError(
+                    f"{path} line {n}: unknown tag {tag!r}; the labels are "
+                    f"{sorted(label2id)} (from the training data or data.labels)"
+                )
 
 
 def score(data: TaskData, outputs: list, qa_decode: dict | None = None) -> dict[str, float]:
@@ -237,7 +264,12 @@ def score(data: TaskData, outputs: list, qa_decode: dict | None = None) -> dict[
             pred_tags.append(F.word_predictions(f["word_ids"], names, len(words), fill="O"))
             true_tags.append(tags)
         return M.entity_prf(true_tags, pred_tags)
-    answers, _ = decode_answers(data.reference, data.eval, [o[0] for o in outputs],
-                                [o[1] for o in outputs], **(qa_decode or {}))
+    answers, _ = decode_answers(
+        data.reference,
+        data.eval,
+        [o[0] for o in outputs],
+        [o[1] for o in outputs],
+        **(qa_decode or {}),
+    )
     golds = {ex.id: [a["text"] for a in ex.answers] for ex in data.reference}
     return M.squad_em_f1(answers, golds)

@@ -9,7 +9,7 @@ pads them into arrays. Tokenisation goes through the fast `tokenizers` backend
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -91,9 +91,7 @@ def encode_ner(
         f = {"input_ids": e.ids, "token_type_ids": e.type_ids, "word_ids": word_ids}
         if tags is not None:
             if len(tags[i]) != len(words[i]):
-                raise BertJaxError(
-                    f"sentence {i}: {len(words[i])} tokens but {len(tags[i])} tags"
-                )
+                raise BertJaxError(f"sentence {i}: {len(words[i])} tokens but {len(tags[i])} tags")
             labels, prev = [], -1
             for w in word_ids:
                 if w < 0 or w == prev:
@@ -161,8 +159,10 @@ def ner_predictions_to_entities(
 def check_doc_stride(doc_stride: int, max_length: int) -> int:
     """Consecutive QA windows must share fewer tokens than a window holds."""
     if not 0 <= doc_stride < max_length - 3:
-        raise BertJaxError(f"doc_stride {doc_stride} must be at least 0 and below max_length "
-                           f"{max_length} - 3 (windows share doc_stride context tokens)")
+        raise BertJaxError(
+            f"doc_stride {doc_stride} must be at least 0 and below max_length "
+            f"{max_length} - 3 (windows share doc_stride context tokens)"
+        )
     return doc_stride
 
 
@@ -188,8 +188,9 @@ def prepare_qa_features(
     (first answer), or 0 (the [CLS] index) when the window doesn't contain it or there is no answer.
     """
     backend = _backend(tokenizer)
-    questions = _truncate_questions(backend, [ex.question.lstrip() for ex in examples],
-                                    max_query_length)
+    questions = _truncate_questions(
+        backend, [ex.question.lstrip() for ex in examples], max_query_length
+    )
     features = []
     with _truncating(backend, max_length, "only_second", doc_stride):
         for ex_index, (ex, question) in enumerate(zip(examples, questions)):

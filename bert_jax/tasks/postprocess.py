@@ -10,7 +10,7 @@ over the windows) and wins when it beats the best span by more than `null_thresh
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -100,11 +100,19 @@ def decode_answers(
         )
         if null_wins:
             null = next((d for d in n_best_list if d["start"] < 0), None)
-            chosen = {"answer": "", "start": -1, "end": -1,
-                      "score": null["probability"] if null is not None else 0.0}
+            chosen = {
+                "answer": "",
+                "start": -1,
+                "end": -1,
+                "score": null["probability"] if null is not None else 0.0,
+            }
         else:
-            chosen = {"answer": best["text"], "start": best["start"], "end": best["end"],
-                      "score": best["probability"]}
+            chosen = {
+                "answer": best["text"],
+                "start": best["start"],
+                "end": best["end"],
+                "score": best["probability"],
+            }
         answers[ex.id] = chosen["answer"]
         details[ex.id] = {
             "score": best_score,

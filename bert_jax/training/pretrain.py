@@ -16,16 +16,16 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from bert_jax.training import sharding
-from bert_jax.model.config import BertConfig
 from bert_jax.data.masking import MaskingConfig
 from bert_jax.data.pipeline import PretrainBatches, eval_batches, pretrain_rows
 from bert_jax.data.sources import load_corpus, split_documents
 from bert_jax.errors import BertJaxError
-from bert_jax.training.losses import weighted_cross_entropy
 from bert_jax.model import BertForMaskedLM, BertForPreTraining, model_class_for
+from bert_jax.model.config import BertConfig
 from bert_jax.model.forward import jit_forward
 from bert_jax.tokenizer import BertTokenizer
+from bert_jax.training import sharding
+from bert_jax.training.losses import weighted_cross_entropy
 from bert_jax.training.trainer import Trainer
 
 ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "segment_ids", "position_ids")
@@ -75,8 +75,9 @@ def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
     # the shared workdir, as every process must use the very same ids.
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(path, "tokenizer.json")):
         lines = (line for doc in train_docs for line in doc)
-        tokenizer = BertTokenizer.train(lines, vocab_size=int(cfg.data.vocab_size),
-                                        lowercase=cfg.data.lowercase)
+        tokenizer = BertTokenizer.train(
+            lines, vocab_size=int(cfg.data.vocab_size), lowercase=cfg.data.lowercase
+        )
         tokenizer.model_max_length = int(cfg.data.max_length)
         tmp = path + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -86,8 +87,10 @@ def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("bert_jax.training.pretrain.tokenizer")
     if not os.path.isfile(os.path.join(path, "tokenizer.json")):
-        raise BertJaxError(f"{path}: process 0 wrote no tokenizer here; the workdir must be on a "
-                           "file system shared by all processes")
+        raise BertJaxError(
+            f"{path}: process 0 wrote no tokenizer here; the workdir must be on a "
+            "file system shared by all processes"
+        )
     return BertTokenizer.from_pretrained(path)
 
 
@@ -123,7 +126,9 @@ def build_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
 def _masking(cfg, tokenizer) -> MaskingConfig:
     d = cfg.data
     return MaskingConfig.for_tokenizer(
-        tokenizer, mask_rate=float(d.mask_rate), max_predictions=int(d.max_predictions),
+        tokenizer,
+        mask_rate=float(d.mask_rate),
+        max_predictions=int(d.max_predictions),
         whole_word=bool(d.whole_word),
     )
 
@@ -139,7 +144,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise BertJaxError(f"data.layout must be 'packed' or 'nsp', got {config.data.layout!r}")
     os.makedirs(workdir, exist_ok=True)
     docs = load_corpus(config.data.corpus)
-    train_docs, eval_docs = split_documents(docs, float(config.data.eval_fraction), int(config.train.seed))
+    train_docs, eval_docs = split_documents(
+        docs, float(config.data.eval_fraction), int(config.train.seed)
+    )
     tokenizer = build_tokenizer(config, train_docs, workdir)
     model = build_model(config, tokenizer)
     nsp = config.data.layout == "nsp"
@@ -150,9 +157,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     limit = int(config.train.eval_batches) * int(config.train.batch_size)
     eval_rows = {k: v[:limit] for k, v in eval_rows.items()}
     masking = _masking(config, tokenizer)
-    batches = PretrainBatches(train_rows, batch_size=int(config.train.batch_size), seed=seed, masking=masking)
+    batches = PretrainBatches(
+        train_rows, batch_size=int(config.train.batch_size), seed=seed, masking=masking
+    )
 
-    trainer = Trainer(model, MaskedLMTask(nsp), config, workdir, total_steps=int(config.train.steps))
+    trainer = Trainer(
+        model, MaskedLMTask(nsp), config, workdir, total_steps=int(config.train.steps)
+    )
 
     def eval_fn(params):
         result = trainer.evaluate(
@@ -176,17 +187,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return final
 
 
-def evaluate_mlm(model_dir: str, files: str, *, max_length: int = 128, batch_size: int = 32,
-                 seed: int = 0, mask_rate: float = 0.15) -> dict:
+def evaluate_mlm(
+    model_dir: str,
+    files: str,
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    mask_rate: float = 0.15,
+) -> dict:
     """MLM loss / accuracy / perplexity of an HF-format MLM model on any text files."""
     cls = model_class_for(model_dir)
     if cls not in (BertForMaskedLM, BertForPreTraining):
-        raise BertJaxError(f"{model_dir}: {cls.__name__} has no MLM head (need BertForMaskedLM/BertForPreTraining)")
+        raise BertJaxError(
+            f"{model_dir}: {cls.__name__} has no MLM head (need BertForMaskedLM/BertForPreTraining)"
+        )
     model = cls.from_pretrained(model_dir)
     tokenizer = BertTokenizer.from_pretrained(model_dir)
     max_length = min(max_length, model.config.max_position_embeddings)
     rows = pretrain_rows(load_corpus(files), tokenizer, max_length, seed=seed)
-    masking = MaskingConfig.for_tokenizer(tokenizer, mask_rate=mask_rate, max_predictions=max(1, int(max_length * mask_rate)))
+    masking = MaskingConfig.for_tokenizer(
+        tokenizer, mask_rate=mask_rate, max_predictions=max(1, int(max_length * mask_rate))
+    )
     task = MaskedLMTask(nsp=False)
 
     def sums(m, **batch):
@@ -199,8 +221,14 @@ def evaluate_mlm(model_dir: str, files: str, *, max_length: int = 128, batch_siz
 
     forward = jit_forward(model, sums)
     total = np.zeros(3)
-    for batch in eval_batches(rows, batch_size, seed, masking=masking, shard_index=0, shard_count=1):
+    for batch in eval_batches(
+        rows, batch_size, seed, masking=masking, shard_index=0, shard_count=1
+    ):
         total += np.array([float(x) for x in forward(**batch)])
     loss = total[0] / max(total[2], 1.0)
-    return {"mlm_loss": loss, "mlm_accuracy": total[1] / max(total[2], 1.0),
-            "perplexity": float(np.exp(min(loss, 50.0))), "masked_tokens": int(total[2])}
+    return {
+        "mlm_loss": loss,
+        "mlm_accuracy": total[1] / max(total[2], 1.0),
+        "perplexity": float(np.exp(min(loss, 50.0))),
+        "masked_tokens": int(total[2]),
+    }

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from bert_jax.errors import BertJaxError
 
@@ -68,9 +70,7 @@ def maybe_initialize_distributed() -> bool:
     if jax.distributed.is_initialized():
         return True
     kwargs: dict[str, Any] = {}
-    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get(
-        "COORDINATOR_ADDRESS"
-    )
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS")
     num_processes = _int_env("JAX_NUM_PROCESSES")
     hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
     if coordinator and num_processes and num_processes > 1:

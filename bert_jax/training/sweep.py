@@ -46,7 +46,12 @@ def parse_space(specs: list[str]) -> dict[str, tuple[float, float, bool, bool]]:
     for spec in specs:
         key, sep, rng = spec.partition("=")
         parts = rng.split(":")
-        if not sep or not key or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+        if (
+            not sep
+            or not key
+            or len(parts) not in (2, 3)
+            or (len(parts) == 3 and parts[2] != "log")
+        ):
             raise BertJaxError(f"--space {spec!r}: expected key=lo:hi or key=lo:hi:log")
         try:
             lo, hi = float(parts[0]), float(parts[1])
@@ -86,7 +91,9 @@ def random_trials(space, n: int, seed: int) -> list[dict[str, str]]:
 
 
 def trial_name(settings: dict[str, str]) -> str:
-    return "_".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(settings.items())).replace("/", "-")
+    return "_".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(settings.items())).replace(
+        "/", "-"
+    )
 
 
 def _read_records(path: str) -> dict[str, dict]:
@@ -96,8 +103,15 @@ def _read_records(path: str) -> dict[str, dict]:
         return {r["trial"]: r for r in (json.loads(line) for line in f if line.strip())}
 
 
-def run_sweep(config_path: str, workdir: str, trials: list[dict[str, str]], *,
-              base_overrides: list[str] = (), retry_failed: bool = False, run_trial=None) -> list[dict]:
+def run_sweep(
+    config_path: str,
+    workdir: str,
+    trials: list[dict[str, str]],
+    *,
+    base_overrides: list[str] = (),
+    retry_failed: bool = False,
+    run_trial=None,
+) -> list[dict]:
     """Run each trial not yet recorded in workdir/sweep.jsonl; return all records, best first.
 
     Every override is checked against the config before anything runs, so a typo in a key is one
@@ -106,7 +120,9 @@ def run_sweep(config_path: str, workdir: str, trials: list[dict[str, str]], *,
     from bert_jax.training.experiment_config import apply_overrides
 
     if not trials:
-        raise BertJaxError("the search space is empty: give --grid key=v1,v2 or --random N --space ...")
+        raise BertJaxError(
+            "the search space is empty: give --grid key=v1,v2 or --random N --space ..."
+        )
     for settings in trials:  # validate every key and value up front
         config = apply_overrides(load_config_file(config_path), list(base_overrides))
         for key, value in settings.items():
@@ -126,13 +142,21 @@ def run_sweep(config_path: str, workdir: str, trials: list[dict[str, str]], *,
         for key, value in settings.items():
             set_override(config, key, value)
         start = time.perf_counter()
-        record = {"trial": name, "settings": settings, "workdir": os.path.join(workdir, "trials", name)}
+        record = {
+            "trial": name,
+            "settings": settings,
+            "workdir": os.path.join(workdir, "trials", name),
+        }
         try:
             metrics = run_trial(config, record["workdir"])
             metric = metrics.get("best_metric", "accuracy")
             record.update(status="ok", metric=metric, value=float(metrics[metric]), metrics=metrics)
         except Exception as e:  # a failed trial is recorded and the sweep goes on
-            message = str(e) if isinstance(e, BertJaxError) else traceback.format_exception_only(e)[-1].strip()
+            message = (
+                str(e)
+                if isinstance(e, BertJaxError)
+                else traceback.format_exception_only(e)[-1].strip()
+            )
             record.update(status="failed", error=message)
         record["seconds"] = round(time.perf_counter() - start, 2)
         with open(log_path, "a", encoding="utf-8") as f:
@@ -171,7 +195,11 @@ def summary_table(ranked: list[dict]) -> str:
     lines = [f"{'rank':>4}  {'metric':>10}  {'value':>8}  {'seconds':>8}  trial"]
     for i, r in enumerate(ranked, 1):
         if r["status"] == "ok":
-            lines.append(f"{i:>4}  {r['metric']:>10}  {r['value']:>8.4f}  {r['seconds']:>8.1f}  {r['trial']}")
+            lines.append(
+                f"{i:>4}  {r['metric']:>10}  {r['value']:>8.4f}  {r['seconds']:>8.1f}  {r['trial']}"
+            )
         else:
-            lines.append(f"{'-':>4}  {'failed':>10}  {'':>8}  {r['seconds']:>8.1f}  {r['trial']}: {r['error']}")
+            lines.append(
+                f"{'-':>4}  {'failed':>10}  {'':>8}  {r['seconds']:>8.1f}  {r['trial']}: {r['error']}"
+            )
     return "\n".join(lines)

@@ -27,10 +27,9 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from bert_jax.training import optim
-from bert_jax.training import sharding
-from bert_jax.training.checkpoint import Checkpointer
 from bert_jax.errors import BertJaxError
+from bert_jax.training import optim, sharding
+from bert_jax.training.checkpoint import Checkpointer
 
 Batch = dict[str, jax.Array]
 
@@ -41,7 +40,9 @@ class Task(Protocol):
     def counts(self, batch: Batch) -> dict[str, jax.Array]:
         """Denominator of each loss term over `batch`, computed from the batch alone (no model)."""
 
-    def loss_terms(self, model: nnx.Module, batch: Batch) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    def loss_terms(
+        self, model: nnx.Module, batch: Batch
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
         """({term: summed loss}, {metric: summed value}); each metric `x_correct` etc. is later
         divided by the count named in `Task.metric_counts[x]`."""
 
@@ -72,31 +73,51 @@ class Trainer:
         self.base_key = jax.random.key(int(t.seed))
 
         abstract = jax.eval_shape(lambda p: self._init_state(p), params)
-        param_sh = sharding.param_shardings(abstract["params"], self.mesh, fsdp=int(t.get("fsdp", 1)) > 1)
+        param_sh = sharding.param_shardings(
+            abstract["params"], self.mesh, fsdp=int(t.get("fsdp", 1)) > 1
+        )
         # Optimizer moments mirror their parameters' shardings; scalars are replicated.
         self.state_sharding = jax.tree.map(lambda _: sharding.replicated(self.mesh), abstract)
         self.state_sharding["params"] = param_sh
-        self.state_sharding["opt_state"] = _mirror_shardings(abstract["opt_state"], abstract["params"], param_sh, self.mesh)
+        self.state_sharding["opt_state"] = _mirror_shardings(
+            abstract["opt_state"], abstract["params"], param_sh, self.mesh
+        )
         self.abstract_state = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_sharding
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract,
+            self.state_sharding,
         )
         self._params = params
         batch_sh = sharding.batch_sharding(self.mesh)
         rep = sharding.replicated(self.mesh)
         self.train_step = jax.jit(
-            self._train_step, in_shardings=(self.state_sharding, batch_sh),
-            out_shardings=(self.state_sharding, rep), donate_argnums=0,
+            self._train_step,
+            in_shardings=(self.state_sharding, batch_sh),
+            out_shardings=(self.state_sharding, rep),
+            donate_argnums=0,
         )
         self._first_bad = jax.jit(_first_bad, out_shardings=rep)
-        self.eval_step = jax.jit(self._eval_step, in_shardings=(self.state_sharding["params"], batch_sh), out_shardings=rep)
-        self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(t.get("keep_checkpoints", 3)))
+        self.eval_step = jax.jit(
+            self._eval_step,
+            in_shardings=(self.state_sharding["params"], batch_sh),
+            out_shardings=rep,
+        )
+        self.checkpointer = Checkpointer(
+            os.path.join(workdir, "checkpoints"), max_to_keep=int(t.get("keep_checkpoints", 3))
+        )
 
     # ---- pure functions (jitted) ----------------------------------------------------------------
     def _init_state(self, params):
-        return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        return {
+            "params": params,
+            "opt_state": self.tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+        }
 
     def _model(self, params, key=None) -> nnx.Module:
-        return nnx.merge(self.graphdef, params, self.rest if key is None else _reseed(self.rest, key))
+        return nnx.merge(
+            self.graphdef, params, self.rest if key is None else _reseed(self.rest, key)
+        )
 
     def _train_step(self, state, batch):
         step = state["step"]
@@ -115,14 +136,18 @@ class Trainer:
             grads, (terms, metrics) = micro_grads(state["params"], batch, key)
         else:
             # (B, ...) → (k, B/k, ...) taking rows i, i+k, ...: each device keeps its own rows.
-            micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
+            micro = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch
+            )
 
             def body(carry, xs):
                 micro_batch, i = xs
                 g, aux = micro_grads(state["params"], micro_batch, jax.random.fold_in(key, i))
                 return jax.tree.map(jnp.add, carry, (g, aux)), None
 
-            zeros = jax.eval_shape(lambda: micro_grads(state["params"], jax.tree.map(lambda x: x[0], micro), key))
+            zeros = jax.eval_shape(
+                lambda: micro_grads(state["params"], jax.tree.map(lambda x: x[0], micro), key)
+            )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
             (grads, (terms, metrics)), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(k)))
 
@@ -206,8 +231,13 @@ class Trainer:
         # First step whose loss or gradient norm was not finite (0: none yet), tracked on device so
         # that checking it costs no host sync except at log and checkpoint steps.
         first_bad = jax.device_put(np.int32(0), sharding.replicated(self.mesh))
-        bar = tqdm(total=self.total_steps, initial=step, disable=not is_main or not t.get("progress", True),
-                   dynamic_ncols=True, desc="train")
+        bar = tqdm(
+            total=self.total_steps,
+            initial=step,
+            disable=not is_main or not t.get("progress", True),
+            dynamic_ncols=True,
+            desc="train",
+        )
         window_tokens, window_start = 0, time.perf_counter()
         last_eval: dict = {}
         while step < self.total_steps:

@@ -11,9 +11,13 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.data = ml_collections.ConfigDict()
-    c.data.corpus = "shakespeare"  # "shakespeare" | "tfds:NAME[:SPLIT]" | comma-separated file globs
+    c.data.corpus = (
+        "shakespeare"  # "shakespeare" | "tfds:NAME[:SPLIT]" | comma-separated file globs
+    )
     c.data.eval_fraction = 0.02  # share of documents held out for evaluation
-    c.data.tokenizer = "train"  # "train": learn a WordPiece vocab on the corpus; else a tokenizer dir
+    c.data.tokenizer = (
+        "train"  # "train": learn a WordPiece vocab on the corpus; else a tokenizer dir
+    )
     c.data.vocab_size = 8192  # for a trained vocab
     c.data.lowercase = True
     c.data.max_length = 128  # tokens per row
