@@ -1,6 +1,9 @@
 """`bert-jax` command line: parses arguments and calls the library. No logic of its own.
 
-User mistakes (BertJaxError) print one `error: ...` line and exit with status 2.
+User mistakes (BertJaxError, bad arguments, and OSErrors such as a full disk or a read-only
+directory) print one `error: ...` line and exit with status 2; internal bugs keep their traceback.
+Subcommands import the library inside their function: `bert-jax --help` should not pay for
+loading JAX.
 """
 
 from __future__ import annotations
@@ -74,14 +77,21 @@ def cmd_convert(args) -> None:
     from bert_jax.model import convert
     from bert_jax.tokenizer import BertTokenizer
 
-    convert(args.src, args.dst, BertTokenizer.from_pretrained_if_present(args.src))
+    convert(
+        args.src,
+        args.dst,
+        BertTokenizer.from_pretrained_if_present(args.src),
+        overwrite=args.overwrite,
+    )
     print(f"wrote {args.dst}", file=sys.stderr)
 
 
 def cmd_tokenizer_train(args) -> None:
     from bert_jax.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(args.files, args.vocab_size, args.out, lowercase=not args.cased)
+    tok = train_tokenizer(
+        args.files, args.vocab_size, args.out, lowercase=not args.cased, overwrite=args.overwrite
+    )
     print(f"wrote {args.out} (vocab size {tok.vocab_size})", file=sys.stderr)
 
 
@@ -212,12 +222,38 @@ def raise_error(message: str):
 # ---- parser --------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one `error:` line (exit 2), like every other
+    user mistake, instead of usage + message."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+POSITIVE = _at_least(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bert-jax",
         description="BERT in JAX/Flax NNX: pretrain, fine-tune, embed, and read/write the Hugging Face format.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p = sub.add_parser(
         "embed",
@@ -227,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="HF-format model directory")
     p.add_argument("--pooling", choices=["mean", "cls"], default="mean")
     p.add_argument("--normalize", action="store_true", help="L2-normalise each embedding")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_embed)
 
@@ -237,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="JSON with the top-k tokens and scores for each [MASK] in TEXT.",
     )
     p.add_argument("--model", required=True, help="HF-format model directory with an MLM head")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=POSITIVE, default=5)
     p.add_argument("text", metavar="TEXT")
     p.set_defaults(func=cmd_fill_mask)
 
@@ -249,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", metavar="SRC_DIR")
     p.add_argument("dst", metavar="DST_DIR")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace DST_DIR even if it holds other files"
+    )
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("tokenizer", help="tokenizer tools")
@@ -259,8 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a WordPiece vocab; writes tokenizer.json, vocab.txt and configs to OUT.",
     )
     t.add_argument("--files", required=True, help="glob of UTF-8 text files, e.g. 'corpus/*.txt'")
-    t.add_argument("--vocab-size", type=int, default=30522)
+    t.add_argument("--vocab-size", type=_at_least(6), default=30522)
     t.add_argument("--out", required=True, help="output directory")
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it holds other files"
+    )
     t.add_argument(
         "--cased", action="store_true", help="keep case and accents (default: lower-case)"
     )
@@ -312,9 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", action="store_true", help="inputs are JSON objects, one per line")
     p.add_argument("--question", help="QA: the question (with --context)")
     p.add_argument("--context", help="QA: the passage to answer from")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
     p.add_argument(
-        "--max-length", type=int, default=None, help="tokens per input (default: the model's)"
+        "--max-length",
+        type=_at_least(3),
+        default=None,
+        help="tokens per input (default: the model's)",
     )
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_predict)
@@ -331,13 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", choices=["ig", "rollout"], default="ig")
     p.add_argument(
-        "--steps", type=int, default=50, help="ig integration points (more: smaller 'delta')"
+        "--steps",
+        type=_at_least(2),
+        default=50,
+        help="ig integration points (more: smaller 'delta')",
     )
     p.add_argument(
         "--target", default=None, help="label name or index to explain (default: the prediction)"
     )
     p.add_argument("--baseline", choices=["pad", "zero"], default="pad")
-    p.add_argument("--batch-size", type=int, default=32, help="interpolation points per batch")
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="interpolation points per batch")
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser(
@@ -354,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="grid values per config key"
     )
     p.add_argument(
-        "--random", type=int, default=None, metavar="N", help="random search with N trials"
+        "--random", type=POSITIVE, default=None, metavar="N", help="random search with N trials"
     )
     p.add_argument(
         "--space", nargs="+", default=[], metavar="KEY=LO:HI[:log]", help="ranges for --random"
@@ -369,9 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     from bert_jax.errors import BertJaxError
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(None if argv is None else [str(a) for a in argv])
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(None if argv is None else [str(a) for a in argv])
+        if extra and not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help (0) or a bad argument (2, its error line already printed)
+        return int(e.code or 0)
     args.overrides = extra
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -380,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except BertJaxError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permission, no space left, not a directory: the path says what to fix
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

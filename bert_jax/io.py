@@ -11,6 +11,7 @@ Reading errors are one `BertJaxError` line naming the file and what was expected
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import glob
 import json
@@ -150,10 +151,25 @@ def read_text(
     except UnicodeDecodeError as e:
         if fallback_encoding is None:
             raise BertJaxError(
-                f"{path}: not {encoding} text (byte {e.start}: {e.reason}); re-encode it as {encoding}"
+                f"{path}: not {encoding} text (byte {e.start}: {e.reason}); "
+                f"re-encode it as {encoding}"
             ) from None
         text = raw.decode(fallback_encoding)
     return text.removeprefix("\ufeff")
+
+
+def check_utf8(path: str | os.PathLike) -> None:
+    """Stream through `path` (any size) and fail with one line unless it is UTF-8 text."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except OSError as e:
+        raise BertJaxError(f"{os.fspath(path)}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise BertJaxError(f"{os.fspath(path)}: not UTF-8 ({e.reason})") from None
 
 
 def read_json(path: str | os.PathLike, *, expect: type = dict):

@@ -8,14 +8,10 @@ tokenizer_config.json (defaults True / None / True); `strip_accents=None` means 
 
 from __future__ import annotations
 
-import codecs
 import glob
-import json
 import os
-import shutil
-import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +27,13 @@ from tokenizers import (
 )
 
 from bert_jax.errors import BertJaxError
+from bert_jax.io import check_utf8, read_json, staged_dir, write_json
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in trained vocabs
+# What `save_pretrained` writes (a directory holding only these may be replaced by a new save).
+TOKENIZER_FILES = frozenset(
+    {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"}
+)
 _PADDING = ("longest", "max_length", False, "do_not_pad")
 _HUGE = 10**6  # HF writes 1e30 for "no limit"; anything this large means unset
 
@@ -108,7 +109,7 @@ class BertTokenizer:
         directory = Path(directory)
         config = {}
         if (directory / "tokenizer_config.json").is_file():
-            config = _read_json(directory / "tokenizer_config.json")
+            config = read_json(directory / "tokenizer_config.json")
         lower = bool(config.get("do_lower_case", True))
         strip = config.get("strip_accents")
         chinese = bool(config.get("tokenize_chinese_chars", True))
@@ -142,37 +143,66 @@ class BertTokenizer:
     @classmethod
     def train(
         cls,
-        files_or_iterator: Sequence[str | os.PathLike] | Iterable[str],
+        texts: Sequence[str | os.PathLike] | Iterable[str] | Callable[[], Iterable[str]],
         *,
         vocab_size: int = 30522,
         lowercase: bool = True,
         min_frequency: int = 2,
         limit_alphabet: int = 1000,
     ) -> BertTokenizer:
-        """Train a WordPiece vocab. A list/tuple means file paths; any other iterable yields texts.
+        """Train a WordPiece vocab: a list/tuple means file paths (UTF-8 text), a callable returns
+        a fresh iterable of texts at each call, any other iterable yields texts (held in memory,
+        as training reads the texts twice).
 
-        Special tokens come first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
+        Special tokens come first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. The vocabulary is a
+        pure function of (texts, settings): `tokenizers` gives continuing-subword tokens (`##e`)
+        ids in hash-map order, and those ids break ties between equally frequent merges
+        (huggingface/tokenizers#1794), so two runs could learn different vocabularies. A cheap
+        first pass (no merges) finds those tokens; the real pass gets them up front, sorted.
         """
-        backend = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-        backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            limit_alphabet=limit_alphabet,
-            special_tokens=list(SPECIAL_TOKENS),
-            continuing_subword_prefix="##",
-            show_progress=False,
-        )
-        if isinstance(files_or_iterator, (list, tuple)):
-            files = [str(f) for f in files_or_iterator]
+        if vocab_size < len(SPECIAL_TOKENS) + 1:
+            raise BertJaxError(
+                f"vocab_size must be at least {len(SPECIAL_TOKENS) + 1}, got {vocab_size}"
+            )
+        if isinstance(texts, (list, tuple)):
+            files = [str(f) for f in texts]
             for f in files:
                 if not os.path.isfile(f):
                     raise BertJaxError(f"{f}: no such file")
-            backend.train(files, trainer)
+                check_utf8(f)
+            fit = lambda backend, trainer: backend.train(files, trainer)
         else:
-            backend.train_from_iterator(files_or_iterator, trainer)
-        return cls._assemble(backend, lowercase, None, True, None)
+            if not callable(texts):
+                texts = list(texts)
+            fresh = texts if callable(texts) else (lambda: iter(texts))
+            fit = lambda backend, trainer: backend.train_from_iterator(fresh(), trainer)
+
+        def run(size: int, specials: list[str]) -> Tokenizer:
+            backend = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+            backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+            backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            trainer = trainers.WordPieceTrainer(
+                vocab_size=size,
+                min_frequency=min_frequency,
+                limit_alphabet=limit_alphabet,
+                special_tokens=specials,
+                continuing_subword_prefix="##",
+                show_progress=False,
+            )
+            fit(backend, trainer)
+            return backend
+
+        first = run(len(SPECIAL_TOKENS), list(SPECIAL_TOKENS))  # alphabet + ## tokens, no merges
+        continuing = sorted(t for t in first.get_vocab() if t.startswith("##"))
+        backend = run(vocab_size, list(SPECIAL_TOKENS) + continuing)
+        # Rebuild from the vocabulary alone: the ## tokens were registered as special tokens only
+        # to fix their ids; in the tokenizer they are ordinary WordPiece entries.
+        vocab = backend.get_vocab()
+        plain = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        plain.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
+        )
+        return cls._assemble(plain, lowercase, None, True, None)
 
     @classmethod
     def _assemble(cls, backend, lower, strip, chinese, max_len) -> BertTokenizer:
@@ -221,8 +251,8 @@ class BertTokenizer:
         }
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
-        _write_json(directory / "tokenizer_config.json", config)
-        _write_json(directory / "special_tokens_map.json", specials)
+        write_json(directory / "tokenizer_config.json", config)
+        write_json(directory / "special_tokens_map.json", specials)
 
     # ---------------------------------------------------------------------------------- encoding
     @property
@@ -326,31 +356,18 @@ class BertTokenizer:
 
 
 def train_tokenizer(
-    files_glob: str, vocab_size: int, out_dir, lowercase: bool = True
+    files_glob: str, vocab_size: int, out_dir, lowercase: bool = True, *, overwrite: bool = False
 ) -> BertTokenizer:
-    """Train on the UTF-8 files matching `files_glob` and write `out_dir` atomically."""
+    """Train on the UTF-8 files matching `files_glob` and write `out_dir` atomically; an existing
+    `out_dir` holding anything but tokenizer files is refused unless `overwrite`."""
     files = sorted(
         f for f in glob.glob(os.path.expanduser(files_glob), recursive=True) if os.path.isfile(f)
     )
     if not files:
         raise BertJaxError(f"--files {files_glob!r} matches no files")
-    for f in files:
-        _check_utf8(f)
     tokenizer = BertTokenizer.train(files, vocab_size=vocab_size, lowercase=lowercase)
-    out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir, owned=TOKENIZER_FILES, overwrite=overwrite) as tmp:
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():  # swap: move the old one aside, rename the new one in, drop the old
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return tokenizer
 
 
@@ -366,27 +383,3 @@ def check_texts(texts, what: str) -> list[str]:
         if not t.strip():
             raise BertJaxError(f"{what} {i} is empty")
     return texts
-
-
-def _check_utf8(path: str) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-    except OSError as e:
-        raise BertJaxError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise BertJaxError(f"{path}: not UTF-8 ({e.reason})") from None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BertJaxError(f"{path}: cannot read JSON ({e})") from None
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -16,7 +16,7 @@ import numpy as np
 
 from bert_jax.errors import BertJaxError
 from bert_jax.model import BertForMaskedLM, BertForPreTraining, BertModel
-from bert_jax.model.forward import encoder_inputs, jit_forward, max_length_for
+from bert_jax.model.forward import check_vocab, encoder_inputs, jit_forward, max_length_for
 from bert_jax.tasks.batching import length_buckets, sorted_batches
 from bert_jax.tasks.features import encode_classification
 from bert_jax.tokenizer import BertTokenizer, check_texts
@@ -52,6 +52,7 @@ def embed(
     if pooling not in POOLINGS:
         raise BertJaxError(f"--pooling must be 'mean' or 'cls', got {pooling!r}")
     encoder = model.bert if hasattr(model, "bert") else model
+    check_vocab(encoder, tokenizer, "embed")
     texts = check_texts(texts, "text")  # errors name the caller's index, not a batch's
     forward = jit_forward(encoder, _pooled, pooling=pooling, normalize=bool(normalize))
     out = np.zeros((len(texts), encoder.config.hidden_size), np.float32)
@@ -80,6 +81,7 @@ def fill_mask(model, tokenizer: BertTokenizer, text: str, *, top_k: int = 5) -> 
             f"fill-mask needs a model with an MLM head (BertForMaskedLM/BertForPreTraining), "
             f"got {type(model).__name__}"
         )
+    check_vocab(model, tokenizer, "fill-mask")
     enc = tokenizer([text], max_length=max_length_for(model, tokenizer))
     positions = np.flatnonzero(enc["input_ids"][0] == tokenizer.mask_id)
     if positions.size == 0:

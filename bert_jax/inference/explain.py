@@ -29,8 +29,8 @@ import numpy as np
 from flax import nnx
 
 from bert_jax.errors import BertJaxError
-from bert_jax.inference.embed import max_length_for
 from bert_jax.model import hf, model_class_for
+from bert_jax.model.forward import check_vocab, max_length_for
 from bert_jax.model.modeling import BertForSequenceClassification, BertForTokenClassification
 from bert_jax.tasks.features import word_predictions
 from bert_jax.tasks.metrics import entity_spans
@@ -235,6 +235,7 @@ def integrated_gradients(
     Puts the model in eval mode (dropout off).
     """
     _check_class(type(model))
+    check_vocab(model, tokenizer, "explain")
     if baseline not in BASELINES:
         raise BertJaxError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if not isinstance(steps, int) or steps < 2:
@@ -322,6 +323,7 @@ def attention_rollout(model, tokenizer: BertTokenizer, texts: str | Sequence[str
     entity's first sub-tokens (their rows averaged). Class-agnostic: the same for every label.
     """
     _check_class(type(model))
+    check_vocab(model, tokenizer, "explain")
     texts = check_texts(texts, "text")
     config = model.config
     model.eval()

@@ -20,7 +20,13 @@ import numpy as np
 
 from bert_jax.errors import BertJaxError
 from bert_jax.model import load_model
-from bert_jax.model.forward import encoder_inputs, head_outputs, jit_forward, task_of
+from bert_jax.model.forward import (
+    check_vocab,
+    encoder_inputs,
+    head_outputs,
+    jit_forward,
+    task_of,
+)
 from bert_jax.tasks.batching import length_buckets, rows_of, sorted_batches
 from bert_jax.tasks.features import (
     check_doc_stride,
@@ -62,6 +68,7 @@ class Predictor:
         version_2: bool = False,
     ):
         self.task = task_of(model)
+        check_vocab(model, tokenizer, "predict")
         self.model, self.tokenizer = model, tokenizer
         self.labels = list(model.config.id2label)
         limit = model.config.max_position_embeddings

@@ -55,10 +55,11 @@ def load_model(directory: str, *, dtype: str | None = None) -> nnx.Module:
     return model_class_for(directory).from_pretrained(directory, dtype=dtype)
 
 
-def convert(src: str, dst: str, tokenizer=None) -> None:
+def convert(src: str, dst: str, tokenizer=None, *, overwrite: bool = False) -> None:
     """Read any supported HF-format checkpoint and write our format (safetensors) losslessly:
     every parameter keeps its bits; buffers such as `position_ids` are carried over verbatim.
-    `tokenizer` (anything with `save_pretrained(dir)`) is written alongside."""
+    `tokenizer` (anything with `save_pretrained(dir)`) is written alongside. An existing `dst`
+    holding files a save did not write is refused unless `overwrite`."""
     src = os.fspath(src)
     cls = model_class_for(src)
     config = hf.read_config(src)
@@ -69,4 +70,4 @@ def convert(src: str, dst: str, tokenizer=None) -> None:
     buffers = {
         hf.canonical_key(k, with_prefix): v for k, v in tensors.items() if _BUFFERS.fullmatch(k)
     }
-    hf.save_pretrained(model, dst, tokenizer=tokenizer, extra_tensors=buffers)
+    hf.save_pretrained(model, dst, tokenizer=tokenizer, extra_tensors=buffers, overwrite=overwrite)

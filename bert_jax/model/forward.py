@@ -64,6 +64,16 @@ def task_of(model) -> str:
     )
 
 
+def check_vocab(model: nnx.Module, tokenizer, where: str) -> None:
+    """A tokenizer with more ids than the model's embedding table would feed it out-of-range ids
+    (gathers that silently return garbage or NaN): refuse the pair with one line."""
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise BertJaxError(
+            f"{where}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size "
+            f"is {model.config.vocab_size}; this tokenizer does not belong to this model"
+        )
+
+
 def max_length_for(model: nnx.Module, tokenizer) -> int:
     """Longest input the model takes: texts beyond it are truncated (documented behaviour)."""
     limit = model.config.max_position_embeddings

@@ -87,8 +87,8 @@ def pad_batch(
 def length_buckets(max_length: int, smallest: int = 16, per_octave: int = 2) -> list[int]:
     """Padded lengths a batch may take: `per_octave` steps between consecutive powers of two from
     `smallest`, rounded up to multiples of 8, below `max_length`; then `max_length` itself (never
-    rounded up: a model with 130 positions takes no 136-token batch). Past 32 tokens, rounding up to a bucket pads a text by at most a third
-    (per_octave=2) or a fifth (per_octave=4).
+    rounded up: a model with 130 positions takes no 136-token batch). Past 32 tokens, rounding up
+    to a bucket pads a text by at most a third (per_octave=2) or a fifth (per_octave=4).
     per_octave=2 (training: few shapes to compile): 64 → [16, 24, 32, 48, 64];
     384 → [16, 24, 32, 48, 64, 96, 128, 192, 256, 384].
     per_octave=4 (prediction): 128 → [16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]."""

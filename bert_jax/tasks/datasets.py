@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from bert_jax.errors import BertJaxError
+from bert_jax.io import import_tfds, read_text
+from bert_jax.sampling import held_out, subset
 from bert_jax.tasks import features as F
 from bert_jax.tasks import metrics as M
 from bert_jax.tasks import readers
@@ -49,20 +51,6 @@ class TaskData:
     reference: Any
 
 
-def _subset(n: int, limit: int, seed: int) -> np.ndarray:
-    """All of range(n), or a seeded random `limit` of them in their original order."""
-    if limit <= 0 or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
-
-
-def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    held = np.random.default_rng(seed).permutation(n)[: max(1, round(n * fraction))]
-    mask = np.zeros(n, bool)
-    mask[held] = True
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
-
-
 def _tfds_table(
     name: str,
     split: str,
@@ -73,12 +61,7 @@ def _tfds_table(
     regression: bool,
 ) -> readers.ClassificationData:
     """A TFDS split through `tfds.data_source` (array_record; no TensorFlow needed)."""
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise BertJaxError(
-            f"{name} needs tensorflow-datasets: pip install 'bert-jax[tfds]'"
-        ) from None
+    tfds = import_tfds(name)
     try:
         source = tfds.data_source(name, split=split)
         examples = list(source)
@@ -150,7 +133,7 @@ def _read_classification(d, label_names, regression: bool, train: bool):
     if d.eval_file:
         names = label_names or (tr.label_names if tr else None)
         return tr, readers.read_table(d.eval_file, label_names=names, **columns)
-    kept, held = _split(len(tr), float(d.eval_fraction), int(d.split_seed))
+    kept, held = held_out(len(tr), float(d.eval_fraction), int(d.split_seed))
     return (tr.subset(kept) if train else None), tr.subset(held)
 
 
@@ -181,7 +164,7 @@ def load_task_data(
     n_train, n_eval = int(d.max_train_examples), int(d.max_eval_examples)
     if kind == "classification":
         tr, ev = _read_classification(d, None if regression else label_names, regression, train)
-        ev = ev.subset(_subset(len(ev), n_eval, seed + 1))
+        ev = ev.subset(subset(len(ev), n_eval, seed + 1))
         names = None if regression else (label_names or (tr or ev).label_names)
 
         def encode(data):
@@ -191,11 +174,11 @@ def load_task_data(
 
         train_features = None
         if tr is not None and train:
-            train_features = encode(tr.subset(_subset(len(tr), n_train, seed)))
+            train_features = encode(tr.subset(subset(len(tr), n_train, seed)))
         return TaskData(kind, names, regression, train_features, encode(ev), ev.labels)
     if kind == "ner":
         tr, ev = _read_ner(d, train)
-        ev = [ev[i] for i in _subset(len(ev), n_eval, seed + 1)]
+        ev = [ev[i] for i in subset(len(ev), n_eval, seed + 1)]
         bundled = d.source == "wnut"
         names = label_names or readers.tag_names((tr or []) + (ev if bundled or not tr else []))
         label2id = {t: i for i, t in enumerate(names)}
@@ -209,7 +192,7 @@ def load_task_data(
 
         train_features = None
         if tr is not None and train:
-            train_features = encode([tr[i] for i in _subset(len(tr), n_train, seed)])
+            train_features = encode([tr[i] for i in subset(len(tr), n_train, seed)])
         return TaskData(kind, names, False, train_features, encode(ev), ev)
     # qa
     if d.source != "files" or not d.eval_file:
@@ -220,11 +203,11 @@ def load_task_data(
         max_query_length=int(d.max_query_length),
     )
     ev = readers.read_squad(d.eval_file)
-    ev = [ev[i] for i in _subset(len(ev), n_eval, seed + 1)]
+    ev = [ev[i] for i in subset(len(ev), n_eval, seed + 1)]
     train_features = None
     if train:
         tr = readers.read_squad(d.train_file)
-        tr = [tr[i] for i in _subset(len(tr), n_train, seed)]
+        tr = [tr[i] for i in subset(len(tr), n_train, seed)]
         train_features = F.prepare_qa_features(tokenizer, tr, **qa)
     eval_features = F.prepare_qa_features(tokenizer, ev, **qa)
     return TaskData(kind, None, False, train_features, eval_features, ev)
@@ -232,11 +215,7 @@ def load_task_data(
 
 def _check_tags(path: str, label2id: dict) -> None:
     """Every tag in a CoNLL file (already read by read_conll) must have a label id."""
-    raw = open(path, "rb").read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")  # read_conll's fallback
+    text = read_text(path, fallback_encoding="latin-1")  # as read_conll read it
     for n, line in enumerate(text.splitlines(), 1):
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) >= 2 and fields[0].strip() != "-DOCSTART-":

