@@ -59,7 +59,7 @@ def tiny_mlm_dir(tmp_path_factory, minilm_dir) -> str:
     return str(out)
 
 
-# ---- 1. destinations: never delete what we did not write -----------------------------------------
+# ---- 1. destinations: never delete what we did not write
 
 
 def test_convert_keeps_foreign_files_and_refuses_a_workdir(minilm_dir, tmp_path, capsys):
@@ -123,7 +123,7 @@ def test_saves_sweep_our_stale_temporaries_and_follow_the_umask(tiny_mlm_dir, tm
     assert os.stat(tmp_path / "model" / "config.json").st_mode & 0o777 == 0o644
 
 
-# ---- 2. model and tokenizer must agree; labels must be scalars --------------------------------------
+# ---- 2. model and tokenizer must agree; labels must be scalars
 
 
 def test_a_tokenizer_larger_than_the_model_vocab_is_refused(
@@ -154,7 +154,7 @@ def test_non_scalar_jsonl_cells_are_refused(tmp_path):
         read_table(path, "text", label_column="label")
 
 
-# ---- 6 & 7. user mistakes: one line, exit 2 ---------------------------------------------------------
+# ---- 6 & 7. user mistakes: one line, exit 2
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def test_oserrors_become_one_line(tmp_path, capsys):
     assert code == 2 and str(target) in line
 
 
-# ---- 8. same settings, same vocabulary --------------------------------------------------------------
+# ---- 8. same settings, same vocabulary
 
 
 def test_trained_vocab_is_identical_in_fresh_processes(tmp_path):
@@ -224,7 +224,7 @@ def test_trained_vocab_is_identical_in_fresh_processes(tmp_path):
     assert vocabs[0] == vocabs[1] == vocabs[2]
 
 
-# ---- 9. padding never rejects a valid model -----------------------------------------------------------
+# ---- 9. padding never rejects a valid model
 
 
 def test_models_whose_positions_are_not_a_multiple_of_8_work(tiny_mlm_dir, capsys):
