@@ -8,6 +8,7 @@ tokenizer_config.json (defaults True / None / True); `strip_accents=None` means 
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import threading
@@ -177,21 +178,13 @@ class BertTokenizer:
             fresh = texts if callable(texts) else (lambda: iter(texts))
             fit = lambda backend, trainer: backend.train_from_iterator(fresh(), trainer)
 
-        def run(size: int, specials: list[str]) -> Tokenizer:
-            backend = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-            backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-            backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-            trainer = trainers.WordPieceTrainer(
-                vocab_size=size,
-                min_frequency=min_frequency,
-                limit_alphabet=limit_alphabet,
-                special_tokens=specials,
-                continuing_subword_prefix="##",
-                show_progress=False,
-            )
-            fit(backend, trainer)
-            return backend
-
+        run = functools.partial(
+            _train_wordpiece,
+            fit,
+            lowercase=lowercase,
+            min_frequency=min_frequency,
+            limit_alphabet=limit_alphabet,
+        )
         first = run(len(SPECIAL_TOKENS), list(SPECIAL_TOKENS))  # alphabet + ## tokens, no merges
         continuing = sorted(t for t in first.get_vocab() if t.startswith("##"))
         backend = run(vocab_size, list(SPECIAL_TOKENS) + continuing)
@@ -314,34 +307,10 @@ class BertTokenizer:
                 encodings = enc.encode_batch(inputs)
             except Exception as e:  # the Rust side raises plain Exception
                 raise BertJaxError(f"tokenizer: {e}") from None
-        rows = {
-            "input_ids": [e.ids for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-        }
-        if return_offsets:
-            rows["offsets"] = [e.offsets for e in encodings]
-        if return_word_ids:
-            rows["word_ids"] = [[-1 if w is None else w for w in e.word_ids] for e in encodings]
-            if pairs is not None:
-                rows["sequence_ids"] = [
-                    [-1 if s is None else s for s in e.sequence_ids] for e in encodings
-                ]
+        rows = _rows(encodings, return_offsets, return_word_ids, pairs is not None)
         if padding in (False, "do_not_pad"):
             return {k: [np.asarray(r, np.int32) for r in v] for k, v in rows.items()}
-        lengths = {len(r) for r in rows["input_ids"]}
-        if len(lengths) > 1:  # only padding="max_length" with truncation=False gets here
-            i = next(i for i, r in enumerate(rows["input_ids"]) if len(r) > max_length)
-            raise BertJaxError(
-                f"text {i} has {len(rows['input_ids'][i])} tokens, more than "
-                f"max_length={max_length}; enable truncation"
-            )
-        width = lengths.pop() if lengths else 0
-        out = {}
-        for k, v in rows.items():
-            shape = (len(v), width, 2) if k == "offsets" else (len(v), width)
-            out[k] = np.asarray(v, np.int32).reshape(shape)
-        return out
+        return _stacked(rows, max_length)
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
@@ -383,3 +352,54 @@ def check_texts(texts, what: str) -> list[str]:
         if not t.strip():
             raise BertJaxError(f"{what} {i} is empty")
     return texts
+
+
+def _rows(encodings, offsets: bool, word_ids: bool, paired: bool) -> dict[str, list]:
+    """Per-key lists of per-text lists from `tokenizers` encodings."""
+    rows = {
+        "input_ids": [e.ids for e in encodings],
+        "token_type_ids": [e.type_ids for e in encodings],
+        "attention_mask": [e.attention_mask for e in encodings],
+    }
+    if offsets:
+        rows["offsets"] = [e.offsets for e in encodings]
+    if word_ids:
+        rows["word_ids"] = [[-1 if w is None else w for w in e.word_ids] for e in encodings]
+        if paired:
+            rows["sequence_ids"] = [
+                [-1 if s is None else s for s in e.sequence_ids] for e in encodings
+            ]
+    return rows
+
+
+def _stacked(rows: dict[str, list], max_length: int) -> dict[str, np.ndarray]:
+    """(batch, length) int32 arrays ((batch, length, 2) for offsets) of equal-length rows."""
+    lengths = {len(r) for r in rows["input_ids"]}
+    if len(lengths) > 1:  # only padding="max_length" with truncation=False gets here
+        i = next(i for i, r in enumerate(rows["input_ids"]) if len(r) > max_length)
+        raise BertJaxError(
+            f"text {i} has {len(rows['input_ids'][i])} tokens, more than "
+            f"max_length={max_length}; enable truncation"
+        )
+    width = lengths.pop() if lengths else 0
+    out = {}
+    for k, v in rows.items():
+        shape = (len(v), width, 2) if k == "offsets" else (len(v), width)
+        out[k] = np.asarray(v, np.int32).reshape(shape)
+    return out
+
+
+def _train_wordpiece(fit, size: int, specials: list[str], **settings) -> Tokenizer:
+    """One `tokenizers` WordPiece training run over the texts `fit` feeds it."""
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=settings.pop("lowercase"))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=size,
+        special_tokens=specials,
+        continuing_subword_prefix="##",
+        show_progress=False,
+        **settings,
+    )
+    fit(backend, trainer)
+    return backend

@@ -234,14 +234,7 @@ def integrated_gradients(
     explaining the sum of its words' predicted-tag logits (first sub-tokens); no `target`.
     Puts the model in eval mode (dropout off).
     """
-    _check_class(type(model))
-    check_vocab(model, tokenizer, "explain")
-    if baseline not in BASELINES:
-        raise BertJaxError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    if not isinstance(steps, int) or steps < 2:
-        raise BertJaxError(f"steps must be an integer >= 2, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise BertJaxError(f"batch_size must be >= 1, got {batch_size}")
+    _check_ig_arguments(model, tokenizer, target, steps, batch_size, baseline)
     texts = check_texts(texts, "text")
     config = model.config
     target = _resolve_target(config, target)
@@ -249,31 +242,20 @@ def integrated_gradients(
     graphdef, state = nnx.split(model)
     max_length = max_length_for(model, tokenizer)
     token_level = isinstance(model, BertForTokenClassification)
-    if token_level and target is not None:
-        raise BertJaxError("target is for sequence classifiers; NER explains each predicted entity")
+    path = dict(steps=steps, batch_size=batch_size)
 
     results = []
     for text in texts:
         inputs, spans = _encode(tokenizer, text, max_length)
         logits = np.asarray(_logits(graphdef, state, inputs))[0]  # (C,) or (L, C)
         x, base = _embeddings_and_baseline(model, inputs, spans, baseline, tokenizer.pad_id)
-
-        def attribute(weights):
-            out = _ig_path(
-                graphdef, state, inputs, x, base, weights, steps=steps, batch_size=batch_size
-            )
-            attr, value, base_value = (np.asarray(v) for v in out)
-            value, base_value = float(value), float(base_value)
-            words = _words(text, spans, attr)
-            delta = sum(w["attribution"] for w in words) - (value - base_value)
-            return {"logit": value, "baseline_logit": base_value, "words": words, "delta": delta}
-
+        ig = (graphdef, state, inputs, x, base, text, spans)
         if token_level:
             entities = []
             for ent in _entities(config, spans, np.asarray(jax.nn.softmax(logits, -1))):
                 weights = np.zeros(logits.shape, np.float32)
                 weights[ent["positions"], ent["tags"]] = 1.0
-                explained = attribute(weights)
+                explained = _attribute(*ig, weights, **path)
                 entities.append(_entity_entry(text, ent, explained["words"]) | explained)
             results.append({"text": text, "method": "ig", "entities": entities})
             continue
@@ -288,10 +270,34 @@ def integrated_gradients(
                 "label": None if regression else _label_name(config, t),
                 "target": t,
                 "score": score,
-                **attribute(weights),
+                **_attribute(*ig, weights, **path),
             }
         )
     return results
+
+
+def _check_ig_arguments(model, tokenizer, target, steps, batch_size, baseline) -> None:
+    _check_class(type(model))
+    check_vocab(model, tokenizer, "explain")
+    if baseline not in BASELINES:
+        raise BertJaxError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if not isinstance(steps, int) or steps < 2:
+        raise BertJaxError(f"steps must be an integer >= 2, got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise BertJaxError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(model, BertForTokenClassification) and target is not None:
+        raise BertJaxError("target is for sequence classifiers; NER explains each predicted entity")
+
+
+def _attribute(graphdef, state, inputs, x, base, text, spans, weights, *, steps, batch_size):
+    """IG of the `weights`-weighted logits (a target class, or an entity's tags) along the
+    straight path from `base` to `x`, summed per word, with its completeness gap."""
+    out = _ig_path(graphdef, state, inputs, x, base, weights, steps=steps, batch_size=batch_size)
+    attr, value, base_value = (np.asarray(v) for v in out)
+    value, base_value = float(value), float(base_value)
+    words = _words(text, spans, attr)
+    delta = sum(w["attribution"] for w in words) - (value - base_value)
+    return {"logit": value, "baseline_logit": base_value, "words": words, "delta": delta}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -156,47 +156,66 @@ def load_task_data(
     kind, d = config.task, config.data
     if kind not in TASKS:
         raise BertJaxError(f"config.task: expected one of {TASKS}, got {kind!r}")
-    if regression is None:  # GLUE's STS-B is regression whatever data.regression says
-        stsb = d.source == "glue" and d.get("glue_task") == "stsb"
-        regression = bool(d.get("regression", False)) or stsb
     label_names = list(label_names or d.get("labels", ()) or []) or None
-    max_length, seed = int(d.max_length), int(config.train.seed)
-    n_train, n_eval = int(d.max_train_examples), int(d.max_eval_examples)
     if kind == "classification":
-        tr, ev = _read_classification(d, None if regression else label_names, regression, train)
-        ev = ev.subset(subset(len(ev), n_eval, seed + 1))
-        names = None if regression else (label_names or (tr or ev).label_names)
-
-        def encode(data):
-            return F.encode_classification(
-                tokenizer, data.texts, data.pairs, max_length, labels=data.labels
-            )
-
-        train_features = None
-        if tr is not None and train:
-            train_features = encode(tr.subset(subset(len(tr), n_train, seed)))
-        return TaskData(kind, names, regression, train_features, encode(ev), ev.labels)
+        if regression is None:  # GLUE's STS-B is regression whatever data.regression says
+            stsb = d.source == "glue" and d.get("glue_task") == "stsb"
+            regression = bool(d.get("regression", False)) or stsb
+        return _classification_data(config, tokenizer, label_names, regression, train)
     if kind == "ner":
-        tr, ev = _read_ner(d, train)
-        ev = [ev[i] for i in subset(len(ev), n_eval, seed + 1)]
-        bundled = d.source == "wnut"
-        names = label_names or readers.tag_names((tr or []) + (ev if bundled or not tr else []))
-        label2id = {t: i for i, t in enumerate(names)}
-        if d.source == "files":  # name the file and line of a tag the label set lacks
-            for path in [d.train_file] * (tr is not None) + [d.eval_file]:
-                _check_tags(path, label2id)
+        return _ner_data(config, tokenizer, label_names, train)
+    return _qa_data(config, tokenizer, train)
 
-        def encode(sents):
-            words, tags = [w for w, _ in sents], [t for _, t in sents]
-            return F.encode_ner(tokenizer, words, tags, label2id, max_length)
 
-        train_features = None
-        if tr is not None and train:
-            train_features = encode([tr[i] for i in subset(len(tr), n_train, seed)])
-        return TaskData(kind, names, False, train_features, encode(ev), ev)
-    # qa
+def _limits(config) -> tuple[int, int, int]:
+    """(max train examples, max eval examples, seed): seeded subsets for quick runs and tests."""
+    d = config.data
+    return int(d.max_train_examples), int(d.max_eval_examples), int(config.train.seed)
+
+
+def _classification_data(config, tokenizer, label_names, regression: bool, train: bool):
+    d, (n_train, n_eval, seed) = config.data, _limits(config)
+    tr, ev = _read_classification(d, None if regression else label_names, regression, train)
+    ev = ev.subset(subset(len(ev), n_eval, seed + 1))
+    names = None if regression else (label_names or (tr or ev).label_names)
+
+    def encode(data):
+        return F.encode_classification(
+            tokenizer, data.texts, data.pairs, int(d.max_length), labels=data.labels
+        )
+
+    train_features = None
+    if tr is not None and train:
+        train_features = encode(tr.subset(subset(len(tr), n_train, seed)))
+    return TaskData("classification", names, regression, train_features, encode(ev), ev.labels)
+
+
+def _ner_data(config, tokenizer, label_names, train: bool):
+    d, (n_train, n_eval, seed) = config.data, _limits(config)
+    tr, ev = _read_ner(d, train)
+    ev = [ev[i] for i in subset(len(ev), n_eval, seed + 1)]
+    bundled = d.source == "wnut"
+    names = label_names or readers.tag_names((tr or []) + (ev if bundled or not tr else []))
+    label2id = {t: i for i, t in enumerate(names)}
+    if d.source == "files":  # name the file and line of a tag the label set lacks
+        for path in [d.train_file] * (tr is not None) + [d.eval_file]:
+            _check_tags(path, label2id)
+
+    def encode(sents):
+        words, tags = [w for w, _ in sents], [t for _, t in sents]
+        return F.encode_ner(tokenizer, words, tags, label2id, int(d.max_length))
+
+    train_features = None
+    if tr is not None and train:
+        train_features = encode([tr[i] for i in subset(len(tr), n_train, seed)])
+    return TaskData("ner", names, False, train_features, encode(ev), ev)
+
+
+def _qa_data(config, tokenizer, train: bool):
+    d, (n_train, n_eval, seed) = config.data, _limits(config)
     if d.source != "files" or not d.eval_file:
         raise BertJaxError("qa needs data.source='files' and SQuAD JSON data.train_file/eval_file")
+    max_length = int(d.max_length)
     qa = dict(
         max_length=max_length,
         doc_stride=F.check_doc_stride(int(d.doc_stride), max_length),
@@ -210,7 +229,7 @@ def load_task_data(
         tr = [tr[i] for i in subset(len(tr), n_train, seed)]
         train_features = F.prepare_qa_features(tokenizer, tr, **qa)
     eval_features = F.prepare_qa_features(tokenizer, ev, **qa)
-    return TaskData(kind, None, False, train_features, eval_features, ev)
+    return TaskData("qa", None, False, train_features, eval_features, ev)
 
 
 def _check_tags(path: str, label2id: dict) -> None:

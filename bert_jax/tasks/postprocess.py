@@ -73,51 +73,53 @@ def decode_answers(
             window_null = float(start[0] + end[0])
             null_score = window_null if null_score is None else min(null_score, window_null)
             spans.extend(_window_spans(start, end, offsets, n_best, max_answer_length))
-
-        # Same text can come from overlapping windows; keep its best score.
-        best_by_span = {}
-        for score, s, e in spans:
-            if (s, e) not in best_by_span or score > best_by_span[(s, e)]:
-                best_by_span[(s, e)] = score
-        ranked = sorted(best_by_span.items(), key=lambda kv: -kv[1])[:n_best]
-        n_best_list = [
-            {"text": ex.context[s:e], "start": s, "end": e, "score": score}
-            for (s, e), score in ranked
-        ]
-        if version_2 and null_score is not None:
-            n_best_list.append({"text": "", "start": -1, "end": -1, "score": null_score})
-            n_best_list.sort(key=lambda d: -d["score"])
-        if n_best_list:
-            probs = _softmax(np.array([d["score"] for d in n_best_list]))
-            for d, p in zip(n_best_list, probs):
-                d["probability"] = float(p)
-
-        best = next((d for d in n_best_list if d["start"] >= 0), None)
-        best_score = best["score"] if best is not None else None
-        # SQuAD v2: the null answer wins when its score beats the best span's by the threshold.
-        null_wins = best is None or (
-            version_2 and null_score is not None and null_score > best_score + null_threshold
-        )
-        if null_wins:
-            null = next((d for d in n_best_list if d["start"] < 0), None)
-            chosen = {
-                "answer": "",
-                "start": -1,
-                "end": -1,
-                "score": null["probability"] if null is not None else 0.0,
-            }
-        else:
-            chosen = {
-                "answer": best["text"],
-                "start": best["start"],
-                "end": best["end"],
-                "score": best["probability"],
-            }
+        n_best_list = _ranked_answers(ex.context, spans, n_best, null_score if version_2 else None)
+        chosen = _choose(n_best_list, null_score if version_2 else None, null_threshold)
         answers[ex.id] = chosen["answer"]
         details[ex.id] = {
-            "score": best_score,
+            "score": next((d["score"] for d in n_best_list if d["start"] >= 0), None),
             "null_score": null_score if version_2 else None,
             "n_best": n_best_list,
             "prediction": chosen,
         }
     return answers, details
+
+
+def _ranked_answers(context: str, spans, n_best: int, null_score: float | None) -> list[dict]:
+    """The best `n_best` distinct spans (the same text can come from overlapping windows: its
+    best score counts), plus the null answer when scored, with softmax probabilities."""
+    best_by_span = {}
+    for score, s, e in spans:
+        if (s, e) not in best_by_span or score > best_by_span[(s, e)]:
+            best_by_span[(s, e)] = score
+    ranked = sorted(best_by_span.items(), key=lambda kv: -kv[1])[:n_best]
+    n_best_list = [
+        {"text": context[s:e], "start": s, "end": e, "score": score} for (s, e), score in ranked
+    ]
+    if null_score is not None:
+        n_best_list.append({"text": "", "start": -1, "end": -1, "score": null_score})
+        n_best_list.sort(key=lambda d: -d["score"])
+    if n_best_list:
+        probs = _softmax(np.array([d["score"] for d in n_best_list]))
+        for d, p in zip(n_best_list, probs):
+            d["probability"] = float(p)
+    return n_best_list
+
+
+def _choose(n_best_list: list[dict], null_score: float | None, null_threshold: float) -> dict:
+    """{"answer", "start", "end", "score" (probability)}. SQuAD v2 (null_score given): the null
+    answer "" at -1, -1 wins when its score beats the best span's by more than the threshold."""
+    best = next((d for d in n_best_list if d["start"] >= 0), None)
+    null_wins = best is None or (
+        null_score is not None and null_score > best["score"] + null_threshold
+    )
+    if null_wins:
+        null = next((d for d in n_best_list if d["start"] < 0), None)
+        score = null["probability"] if null is not None else 0.0
+        return {"answer": "", "start": -1, "end": -1, "score": score}
+    return {
+        "answer": best["text"],
+        "start": best["start"],
+        "end": best["end"],
+        "score": best["probability"],
+    }

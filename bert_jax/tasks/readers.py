@@ -110,7 +110,8 @@ def _table_rows(path, text: str, delimiter: str | None):
         raise BertJaxError(f"{path} line {reader.line_num}: not a valid table row ({e})") from None
 
 
-def _cell(path, where, rec, column, columns) -> str:
+def _cell(path, where, rec, column, columns, what: str) -> str:
+    """The column's value as text; missing, empty or non-scalar values are errors."""
     if column not in rec:
         raise BertJaxError(
             f"{path} {where}: column {column!r} is missing; columns present: {', '.join(columns)}"
@@ -121,7 +122,10 @@ def _cell(path, where, rec, column, columns) -> str:
             f"{path} {where}: column {column!r} holds a JSON {type(value).__name__}; "
             "expected a string or number"
         )
-    return "" if value is None else str(value)
+    value = "" if value is None else str(value)
+    if not value.strip():
+        raise BertJaxError(f"{path} {where}: empty {what} in column {column!r}")
+    return value
 
 
 def read_table(
@@ -145,65 +149,63 @@ def read_table(
     """
     text = read_text(path, encoding=encoding, fallback_encoding=fallback_encoding)
     texts, pairs, raw_labels, lines = [], [], [], []
-    columns = None
-    for where, rec, cols in _table_rows(path, text, delimiter):
-        if columns is None:
-            columns = cols
+    for n, (where, rec, cols) in enumerate(_table_rows(path, text, delimiter)):
+        if n == 0:
             for c in (text_column, text_pair_column, label_column):
                 if c is not None and c not in cols:
                     raise BertJaxError(
                         f"{path}: column {c!r} is missing; columns present: {', '.join(cols)}"
                     )
-        t = _cell(path, where, rec, text_column, cols)
-        if not t.strip():
-            raise BertJaxError(f"{path} {where}: empty text in column {text_column!r}")
-        texts.append(t)
+        texts.append(_cell(path, where, rec, text_column, cols, "text"))
         if text_pair_column is not None:
-            p = _cell(path, where, rec, text_pair_column, cols)
-            if not p.strip():
-                raise BertJaxError(f"{path} {where}: empty text in column {text_pair_column!r}")
-            pairs.append(p)
+            pairs.append(_cell(path, where, rec, text_pair_column, cols, "text"))
         if label_column is not None:
-            lab = _cell(path, where, rec, label_column, cols).strip()
-            if not lab:
-                raise BertJaxError(f"{path} {where}: empty label in column {label_column!r}")
-            raw_labels.append(lab)
+            raw_labels.append(_cell(path, where, rec, label_column, cols, "label").strip())
         lines.append(where)
     if not texts:
         raise BertJaxError(f"{path}: no data rows (empty file)")
 
-    labels, names = None, None
-    if label_column is not None and regression:
-        values = []
-        for where, lab in zip(lines, raw_labels):
-            try:
-                value = float(lab)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                raise BertJaxError(
-                    f"{path} {where}: regression target {lab!r} in column {label_column!r} "
-                    "is not a finite number"
-                )
-            values.append(value)
-        labels = np.asarray(values, np.float32)
-    elif label_column is not None:
-        if label_names is not None:
-            names = [str(x) for x in label_names]
-        else:
-            distinct = set(raw_labels)
-            numeric = all(x.lstrip("-").isdigit() for x in distinct)
-            names = sorted(distinct, key=(lambda x: int(x)) if numeric else None)
-        index = {name: i for i, name in enumerate(names)}
-        ids = []
-        for where, lab in zip(lines, raw_labels):
-            if lab not in index:
-                raise BertJaxError(
-                    f"{path} {where}: unknown label {lab!r}; expected one of {names}"
-                )
-            ids.append(index[lab])
-        labels = np.asarray(ids, np.int32)
+    if label_column is None:
+        return ClassificationData(texts, pairs if text_pair_column else None, None, None)
+    where_labels = list(zip(lines, raw_labels))
+    if regression:
+        labels, names = _regression_targets(path, where_labels, label_column), None
+    else:
+        labels, names = _class_ids(path, where_labels, label_names)
     return ClassificationData(texts, pairs if text_pair_column else None, labels, names)
+
+
+def _regression_targets(path, where_labels, column: str) -> np.ndarray:
+    values = []
+    for where, lab in where_labels:
+        try:
+            value = float(lab)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise BertJaxError(
+                f"{path} {where}: regression target {lab!r} in column {column!r} "
+                "is not a finite number"
+            )
+        values.append(value)
+    return np.asarray(values, np.float32)
+
+
+def _class_ids(path, where_labels, label_names) -> tuple[np.ndarray, list[str]]:
+    """Label ids in `label_names` order, or in the sorted distinct labels' (numeric if all are)."""
+    if label_names is not None:
+        names = [str(x) for x in label_names]
+    else:
+        distinct = {lab for _, lab in where_labels}
+        numeric = all(x.lstrip("-").isdigit() for x in distinct)
+        names = sorted(distinct, key=(lambda x: int(x)) if numeric else None)
+    index = {name: i for i, name in enumerate(names)}
+    ids = []
+    for where, lab in where_labels:
+        if lab not in index:
+            raise BertJaxError(f"{path} {where}: unknown label {lab!r}; expected one of {names}")
+        ids.append(index[lab])
+    return np.asarray(ids, np.int32), names
 
 
 def read_conll(
