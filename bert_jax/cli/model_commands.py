@@ -1,0 +1,60 @@
+"""Model files: `convert` (any HF-format checkpoint → ours) and `tokenizer train`."""
+
+from __future__ import annotations
+
+import sys
+
+from bert_jax.cli.common import Parser, at_least
+
+
+def cmd_convert(args) -> None:
+    from bert_jax.model import convert
+    from bert_jax.tokenizer import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained_if_present(args.src)
+    convert(args.src, args.dst, tokenizer, overwrite=args.overwrite)
+    print(f"wrote {args.dst}", file=sys.stderr)
+
+
+def cmd_tokenizer_train(args) -> None:
+    from bert_jax.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(
+        args.files, args.vocab_size, args.out, lowercase=not args.cased, overwrite=args.overwrite
+    )
+    print(f"wrote {args.out} (vocab size {tok.vocab_size})", file=sys.stderr)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="rewrite any HF-format BERT checkpoint as config.json + model.safetensors",
+        description="Reads model.safetensors, sharded safetensors or pytorch_model.bin (with or "
+        "without the bert. prefix, legacy gamma/beta names) and writes DST losslessly.",
+    )
+    p.add_argument("src", metavar="SRC_DIR")
+    p.add_argument("dst", metavar="DST_DIR")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace DST_DIR even if it holds other files"
+    )
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("tokenizer", help="tokenizer tools")
+    tsub = p.add_subparsers(
+        dest="tokenizer_command", required=True, metavar="ACTION", parser_class=Parser
+    )
+    t = tsub.add_parser(
+        "train",
+        help="train a WordPiece vocabulary from text files",
+        description="Train a WordPiece vocab; writes tokenizer.json, vocab.txt and configs to OUT.",
+    )
+    t.add_argument("--files", required=True, help="glob of UTF-8 text files, e.g. 'corpus/*.txt'")
+    t.add_argument("--vocab-size", type=at_least(6), default=30522)
+    t.add_argument("--out", required=True, help="output directory")
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it holds other files"
+    )
+    t.add_argument(
+        "--cased", action="store_true", help="keep case and accents (default: lower-case)"
+    )
+    t.set_defaults(func=cmd_tokenizer_train)

@@ -1,0 +1,93 @@
+"""The compute dtype chosen for the machine, the persistent compilation cache, `bert-jax plot`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bert_jax.cli import main
+from bert_jax.errors import BertJaxError
+from bert_jax.model.device import describe_dtype, resolve_dtype
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize(
+    "platform, flags, expected",
+    [
+        (
+            "cpu",
+            frozenset({"avx2", "avx512f", "avx512_bf16"}),
+            "bfloat16",
+        ),  # Sapphire Rapids, Zen 4
+        ("cpu", frozenset({"avx2", "amx_bf16", "amx_tile"}), "bfloat16"),
+        ("cpu", frozenset({"avx2", "avx512f"}), "float32"),  # bf16 emulated: slower than fp32
+        ("cpu", frozenset(), "float32"),
+        ("gpu", frozenset(), "bfloat16"),
+        ("tpu", frozenset(), "bfloat16"),
+    ],
+)
+def test_auto_dtype_follows_the_hardware(platform, flags, expected):
+    assert resolve_dtype("auto", platform=platform, flags=flags) == expected
+    assert resolve_dtype("", platform=platform, flags=flags) == expected
+    assert resolve_dtype("float32", platform=platform, flags=flags) == "float32"  # explicit wins
+    assert expected in describe_dtype("auto", expected)
+
+
+def test_unknown_dtype_names_the_choices():
+    with pytest.raises(BertJaxError, match="dtype must be one of"):
+        resolve_dtype("fp8")
+
+
+def test_second_process_loads_compiled_code_from_the_cache(tmp_path):
+    # A small BERT's forward: compiling it takes longer than the cache's 0.2 s threshold.
+    script = """
+import numpy as np
+from flax import nnx
+from jax._src import monitoring
+from bert_jax.model import BertConfig, BertModel
+from bert_jax.model.device import enable_compilation_cache
+from bert_jax.model.forward import jit_forward
+hits = []
+monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None)
+enable_compilation_cache()
+config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                    intermediate_size=64)
+forward = jit_forward(BertModel(config, rngs=nnx.Rngs(0)), lambda m, **b: m(**b).pooler_output)
+forward(input_ids=np.ones((2, 16), np.int32)).block_until_ready()
+print(len(hits))
+"""
+    env = {**os.environ, "BERT_JAX_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": ROOT}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+        for _ in range(2)
+    ]
+    assert runs[0] == "0" and int(runs[1]) >= 1
+    assert os.listdir(tmp_path / "cache")
+
+
+def test_plot_writes_a_png_of_each_run(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    for run, slope in (("a", 1.0), ("b", 0.5)):
+        (tmp_path / run).mkdir()
+        lines = [{"step": s, "split": "train", "loss": 5 - slope * s / 10} for s in range(1, 11)]
+        lines += [
+            {"step": s, "split": "eval", "loss": 5 - slope * s / 12, "mlm_accuracy": s / 20}
+            for s in (5, 10)
+        ]
+        text = "".join(json.dumps(x) + "\n" for x in lines) + '{"step": 11, "spl'  # torn line
+        (tmp_path / run / "metrics.jsonl").write_text(text)
+    out = tmp_path / "curves.png"
+    code = main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    assert code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    code = main(["plot", str(tmp_path / "missing"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "metrics.jsonl: not found" in err
