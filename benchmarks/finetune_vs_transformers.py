@@ -68,7 +68,8 @@ def run_torch(config) -> dict:
     from bert_jax.tasks.datasets import load_task_data
     from bert_jax.tasks.features import word_predictions
     from bert_jax.tokenizer import BertTokenizer
-    from bert_jax.training.finetune import EpochBatches, default_model_dir
+    from bert_jax.training.epoch_batches import EpochBatches
+    from bert_jax.training.finetune import default_model_dir
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     torch.manual_seed(int(config.train.seed))

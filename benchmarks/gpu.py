@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, trainer_config
+from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, trainer_config  # noqa: E402  (after the sys.path line)
 
 H100_BF16_DENSE = 989e12
 # Global batch per (size, seq): about 32k-64k tokens a step, within 80 GB with AdamW state.
@@ -55,14 +55,15 @@ def einsum_attention(enabled: bool):
 
 def build(w: Workload, dtype: str = "bfloat16", plain_dots: bool = False):
     """(Trainer, state, batch) of the MLM step for `w` (its dropout rates; max length 512).
-    `plain_dots` builds the dense layers with lax.dot_general instead of bert_jax.model.precision's."""
+    `plain_dots` builds the dense layers with lax.dot_general instead of
+    bert_jax.model.precision's."""
     import jax
     from flax import nnx
 
     import bert_jax.model.modeling as model_mod
     from bert_jax.model.config import BertConfig
     from bert_jax.training import sharding
-    from bert_jax.training.pretrain import MaskedLMTask
+    from bert_jax.training.objectives import MaskedLMObjective
     from bert_jax.training.trainer import Trainer
 
     config = BertConfig.preset(
@@ -80,13 +81,8 @@ def build(w: Workload, dtype: str = "bfloat16", plain_dots: bool = False):
         model = model_mod.BertForMaskedLM(config, rngs=nnx.Rngs(0))
     finally:
         model_mod.dot_general = original
-    trainer = Trainer(
-        model,
-        MaskedLMTask(),
-        trainer_config(w.batch),
-        tempfile.mkdtemp(prefix="bert_jax_gpu_"),
-        total_steps=1_000_000,
-    )
+    workdir = tempfile.mkdtemp(prefix="bert_jax_gpu_")
+    trainer = Trainer(model, MaskedLMObjective(), trainer_config(w.batch), workdir)
     state = trainer.restore_or_init(iter([]))
     b = make_batch(w)
     return trainer, state, sharding.put_batch({k: b[k] for k in OUR_KEYS}, trainer.mesh)

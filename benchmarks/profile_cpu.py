@@ -23,8 +23,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_step import Worker
-from workload import OUR_KEYS, VOCAB, Workload, make_batch, serve, trainer_config
+from train_step import Worker  # noqa: E402  (after the sys.path line)
+from workload import OUR_KEYS, VOCAB, Workload, make_batch, serve, trainer_config  # noqa: E402  (after the sys.path line)
 
 # name: (worker options, extra environment). Options: mode step|fwd|grad|opt, dtype, prng
 # (jax_default_prng_impl), head masked|full, attn_dropout/hidden_dropout overrides, patches.
@@ -115,24 +115,26 @@ def _patch_fused_qkv():
     model_mod.SelfAttention.__call__ = call
 
 
-class FullHeadMLMTask:
-    """MaskedLMTask with HF's layout: logits at all L positions, CE where a label is set."""
+class FullHeadMLMObjective:
+    """MaskedLMObjective with HF's layout: logits at all L positions, CE where a label is set."""
 
-    def __init__(self):
-        self.metric_counts = {"mlm_accuracy": "mlm"}
+    metric_counts = {"mlm_accuracy": "mlm"}
+
+    def outputs(self, model, batch):
+        from bert_jax.model.forward import encoder_inputs
+
+        return model(**encoder_inputs(batch))  # (B, L, vocab)
 
     def counts(self, batch):
         import jax.numpy as jnp
 
         return {"mlm": jnp.sum(batch["labels"] >= 0).astype(jnp.float32)}
 
-    def loss_terms(self, model, batch):
+    def sums(self, logits, batch):
         import jax.numpy as jnp
 
         from bert_jax.training.losses import weighted_cross_entropy
-        from bert_jax.training.pretrain import ENCODER_INPUTS
 
-        logits = model(**{k: batch[k] for k in ENCODER_INPUTS})  # (B, L, vocab)
         labels = batch["labels"]
         weights = (labels >= 0).astype(jnp.float32)
         ids = jnp.maximum(labels, 0)
@@ -141,31 +143,29 @@ class FullHeadMLMTask:
         return {"mlm": total}, {"mlm_accuracy": correct}
 
 
-class LeanMLMTask:
-    """Prototype of a cheaper MaskedLMTask.loss_terms, same values:
+class LeanMLMObjective(FullHeadMLMObjective):
+    """Prototype of a cheaper MaskedLMObjective.sums, same values:
       - CE as logsumexp(logits) - logits[label], the label logit picked with a one-hot product
         (its gradient is elementwise; take_along_axis's is a scatter-add into (B, P, vocab));
       - accuracy as `logits[label] >= max(logits)` (a max-reduce shared with logsumexp) instead
         of argmax (a variadic (value, index) reduce over the vocabulary, slow on XLA:CPU).
     (Ties count as correct, where argmax would pick the first; with float logits that is moot.)"""
 
-    def __init__(self):
-        self.metric_counts = {"mlm_accuracy": "mlm"}
+    def outputs(self, model, batch):
+        from bert_jax.model.forward import encoder_inputs
+
+        # (B, P, V) fp32
+        return model(masked_positions=batch["masked_positions"], **encoder_inputs(batch))
 
     def counts(self, batch):
         import jax.numpy as jnp
 
         return {"mlm": jnp.sum(batch["masked_weights"].astype(jnp.float32))}
 
-    def loss_terms(self, model, batch):
+    def sums(self, logits, batch):
         import jax
         import jax.numpy as jnp
 
-        from bert_jax.training.pretrain import ENCODER_INPUTS
-
-        logits = model(
-            masked_positions=batch["masked_positions"], **{k: batch[k] for k in ENCODER_INPUTS}
-        )  # (B, P, V) fp32
         ids, weights = batch["masked_ids"], batch["masked_weights"].astype(jnp.float32)
         one_hot = jax.nn.one_hot(ids, logits.shape[-1], dtype=logits.dtype)
         label_logit = jnp.sum(logits * one_hot, axis=-1)  # (B, P)
@@ -176,7 +176,7 @@ class LeanMLMTask:
         return {"mlm": jnp.sum(ce * weights)}, {"mlm_accuracy": jnp.sum(correct * weights)}
 
 
-# ---- the worker ------------------------------------------------------------------------------------
+# ---- the worker ----------------------------------------------------------------------------------
 def profile_worker(w: Workload, opts: dict, warmup: int) -> None:
     import jax
 
@@ -188,17 +188,18 @@ def profile_worker(w: Workload, opts: dict, warmup: int) -> None:
     import optax
 
     from bert_jax.training import sharding
+    from bert_jax.training.objectives import loss_sums
     from bert_jax.training.trainer import Trainer
 
     trainer, state, batch = _build(w, opts, Trainer, sharding)
-    task = trainer.task
+    objective = trainer.objective
     mode = opts.get("mode", "step")
     holder = [state]
     key = jax.random.key(0)
 
     def loss(params):
-        terms, _ = task.loss_terms(trainer._model(params, key), batch)
-        return terms["mlm"] / jnp.maximum(task.counts(batch)["mlm"], 1.0)
+        terms, _ = loss_sums(objective, trainer._model(params, key), batch)
+        return terms["mlm"] / jnp.maximum(objective.counts(batch)["mlm"], 1.0)
 
     if mode == "step":
 
@@ -240,7 +241,7 @@ def _build(w: Workload, opts: dict, Trainer, sharding):
 
     from bert_jax.model.config import BertConfig
     from bert_jax.model.modeling import BertForMaskedLM
-    from bert_jax.training.pretrain import MaskedLMTask
+    from bert_jax.training.objectives import MaskedLMObjective
 
     config = BertConfig.preset(
         w.size,
@@ -251,11 +252,10 @@ def _build(w: Workload, opts: dict, Trainer, sharding):
     )
     model = BertForMaskedLM(config, rngs=nnx.Rngs(0))
     cfg = trainer_config(w.batch)
-    task = {"full": FullHeadMLMTask, "lean": LeanMLMTask}.get(opts.get("head"), MaskedLMTask)()
+    objectives = {"full": FullHeadMLMObjective, "lean": LeanMLMObjective}
+    objective = objectives.get(opts.get("head"), MaskedLMObjective)()
     keys = OUR_KEYS + (("labels",) if opts.get("head") == "full" else ())
-    trainer = Trainer(
-        model, task, cfg, tempfile.mkdtemp(prefix="bert_jax_bench_"), total_steps=1_000_000
-    )
+    trainer = Trainer(model, objective, cfg, tempfile.mkdtemp(prefix="bert_jax_bench_"))
     state = trainer.restore_or_init(iter([]))
     b = make_batch(w)
     batch = sharding.put_batch(
@@ -264,7 +264,7 @@ def _build(w: Workload, opts: dict, Trainer, sharding):
     return trainer, state, batch
 
 
-# ---- the driver ------------------------------------------------------------------------------------
+# ---- the driver ----------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -5,7 +5,7 @@
 
 Rows (same shapes, same 15% masked positions, same dropout, same optimizer; each in its own
 process, timed round-robin one step at a time so machine noise hits every row alike):
-  bert_jax        our Trainer.train_step (jit, donated state) + MaskedLMTask, float32
+  bert_jax        our Trainer.train_step (jit, donated state) + MaskedLMObjective, float32
   bert_jax_bf16   the same with BertConfig(dtype="bfloat16") (params and optimizer stay fp32)
   hf_torch        transformers BertForMaskedLM (PyTorch, eager) + torch.optim.AdamW
   hf_flax         transformers 4.57 FlaxBertForMaskedLM + optax.adamw under jax.jit
@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, serve, trainer_config
+from workload import OUR_KEYS, VOCAB, Workload, flops_per_token, make_batch, serve, trainer_config  # noqa: E402  (after the sys.path line)
 
 PEERS = ("hf_torch", "hf_flax")
 
@@ -40,7 +40,7 @@ def bert_jax_worker(w: Workload, dtype: str, warmup: int) -> None:
     from bert_jax.model.config import BertConfig
     from bert_jax.model.modeling import BertForMaskedLM
     from bert_jax.training import sharding
-    from bert_jax.training.pretrain import MaskedLMTask
+    from bert_jax.training.objectives import MaskedLMObjective
     from bert_jax.training.trainer import Trainer
 
     config = BertConfig.preset(
@@ -53,7 +53,7 @@ def bert_jax_worker(w: Workload, dtype: str, warmup: int) -> None:
     model = BertForMaskedLM(config, rngs=nnx.Rngs(0))
     cfg = trainer_config(w.batch)
     with tempfile.TemporaryDirectory() as workdir:
-        trainer = Trainer(model, MaskedLMTask(), cfg, workdir, total_steps=1_000_000)
+        trainer = Trainer(model, MaskedLMObjective(), cfg, workdir)
         state = trainer.restore_or_init(iter([]))
         b = make_batch(w)
         batch = sharding.put_batch({k: b[k] for k in OUR_KEYS}, trainer.mesh)
@@ -294,7 +294,8 @@ def report(w: Workload, out: dict, as_json: bool) -> None:
     )
     fmt = lambda r: f"{r:.2f}x" if r else "-"
     for name, v in sorted(res.items(), key=lambda kv: -kv[1]["tokens_per_sec"]):
-        span = f"{v['median_step_s'] * 1e3:.0f} ({v['min_step_s'] * 1e3:.0f}-{v['max_step_s'] * 1e3:.0f})"
+        low, high = v["min_step_s"] * 1e3, v["max_step_s"] * 1e3
+        span = f"{v['median_step_s'] * 1e3:.0f} ({low:.0f}-{high:.0f})"
         print(
             f"{name:<15} {v['tokens_per_sec']:>9,.0f} {span:>21} {fmt(ratio(name)):>12} "
             f"{v['tokens_per_cpu_sec']:>10,.0f} {fmt(cpu_ratio(name)):>13} "

@@ -5,7 +5,8 @@ numpy-only on purpose: it is imported both by our worker (main venv) and by the 
 (the separate peer venv, which has no bert_jax).
 
 Protocol, one JSON object per line:
-  driver → worker  {"cmd": "time", "steps": k}   worker → driver  {"times": [s, ...], "cpu": [s, ...]}
+  driver → worker  {"cmd": "time", "steps": k}
+  worker → driver  {"times": [s, ...], "cpu": [s, ...]}
   driver → worker  {"cmd": "quit"}
 The worker first prints {"ready": true, ...info} once its step is compiled and warmed up.
 """
@@ -73,31 +74,24 @@ class Workload:
 
 
 def trainer_config(batch_size: int):
-    """The Trainer config every bert_jax row uses. As configs/pretrain/*.py and as the peers:
-    clip 1.0, AdamW, weight decay 0.01 off biases and LayerNorm."""
-    import ml_collections
+    """The Trainer settings every bert_jax row uses. As configs/pretrain/*.py and as the peers:
+    clip 1.0, AdamW, weight decay 0.01 off biases and LayerNorm. (bert_jax is imported here, not
+    at the top: the HF Flax peer's venv has none.)"""
+    from bert_jax.training.trainer_config import OptimizerConfig, TrainerConfig
 
-    return ml_collections.ConfigDict(
-        {
-            "train": {
-                "batch_size": batch_size,
-                "seed": 0,
-                "grad_accumulation": 1,
-                "fsdp": 1,
-                "keep_checkpoints": 1,
-            },
-            "optimizer": {
-                "name": "adamw",
-                "learning_rate": 1e-4,
-                "weight_decay": 0.01,
-                "warmup_steps": 100,
-                "decay": "linear",
-                "clip_norm": 1.0,
-                "b1": 0.9,
-                "b2": 0.999,
-                "eps": 1e-6,
-            },
-        }
+    optimizer = OptimizerConfig(
+        name="adamw",
+        learning_rate=PEAK_LR,
+        weight_decay=0.01,
+        warmup_steps=100,
+        decay="linear",
+        clip_norm=1.0,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-6,
+    )
+    return TrainerConfig(
+        steps=1_000_000, batch_size=batch_size, optimizer=optimizer, keep_checkpoints=1
     )
 
 

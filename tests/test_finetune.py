@@ -1,5 +1,5 @@
-"""Fine-tuning end to end: MiniLM on bundled tweets through the CLI, regression, NER and QA on a tiny
-random BERT; saved models against transformers; Predictor batching; resume; CLI error lines."""
+"""Fine-tuning end to end: MiniLM on bundled tweets through the CLI, regression, NER and QA on a
+tiny random BERT; saved models against transformers; Predictor batching; resume; CLI error lines."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from bert_jax.model.modeling import BertModel
 from bert_jax.tasks.batching import length_buckets, sorted_batches
 from bert_jax.tasks.datasets import load_task_data
 from bert_jax.tokenizer import BertTokenizer
+from bert_jax.training.epoch_batches import EpochBatches
 from bert_jax.training.experiment_config import load_config
-from bert_jax.training.finetune import EpochBatches, finetune
+from bert_jax.training.finetune import finetune
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "finetune")
 QUIET = "--config.train.progress=false"
@@ -85,7 +86,7 @@ def tiny_dir(tmp_path_factory, minilm_dir):
     return d
 
 
-# ---- classification from MiniLM, through the CLI ---------------------------------------------------
+# ---- classification from MiniLM, through the CLI -------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +185,7 @@ def test_evaluate_cli_reproduces_eval_results(tweet_run, capsys):
     assert metrics["loss"] == pytest.approx(saved["loss"], abs=1e-4)
 
 
-# ---- regression, NER, QA on a tiny random BERT -------------------------------------------------------
+# ---- regression, NER, QA on a tiny random BERT ---------------------------------------------------
 
 
 def test_regression_from_csv(tiny_dir, tmp_path):
@@ -291,9 +292,9 @@ def _squad(paragraphs) -> dict:
 SQUAD = _squad(
     [
         (
-            "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It "
-            "is named after the engineer Gustave Eiffel, whose company designed and built the tower from "
-            "1887 to 1889.",
+            "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, "
+            "France. It is named after the engineer Gustave Eiffel, whose company designed and "
+            "built the tower from 1887 to 1889.",
             [
                 ("a", "Where is the Eiffel Tower?", "Paris"),
                 ("b", "Who is it named after?", "Gustave Eiffel"),
@@ -353,7 +354,7 @@ def test_qa_finetune_parity_and_predict(tiny_dir, tmp_path, capsys):
     assert code == 0 and {"question", "answer", "start", "end", "score"} <= set(json.loads(out))
 
 
-# ---- resume ------------------------------------------------------------------------------------------
+# ---- resume --------------------------------------------------------------------------------------
 
 
 def test_interrupted_finetune_resumes_to_the_same_result(tiny_dir, tmp_path):
@@ -433,7 +434,7 @@ def test_length_buckets_and_prediction_batches():
     assert sorted(np.concatenate([i for i, _ in batches])) == list(range(21))
 
 
-# ---- CLI error lines -----------------------------------------------------------------------------------
+# ---- CLI error lines -----------------------------------------------------------------------------
 
 
 def _bad_inputs(d):

@@ -17,6 +17,7 @@ from flax import nnx
 
 from bert_jax.errors import BertJaxError
 from bert_jax.training import checkpoint, optim, sharding
+from bert_jax.training.trainer_config import OptimizerConfig, TrainerConfig
 
 
 class Tiny(nnx.Module):
@@ -89,14 +90,38 @@ def test_from_config():
         name="lamb", learning_rate=1e-3, weight_decay=0.01, warmup_steps=2, decay="cosine",
         clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-6,
     )  # fmt: skip
-    tx, schedule = optim.from_config(cfg, total_steps=10)
+    tx, schedule = optim.from_config(OptimizerConfig.from_config(cfg.optimizer), total_steps=10)
     assert float(schedule(2)) == pytest.approx(1e-3)
     params = _tiny_params()
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
     assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
     cfg.optimizer.name = "sgd"
     with pytest.raises(BertJaxError, match="optimizer.name"):
-        optim.from_config(cfg, total_steps=10)
+        optim.from_config(OptimizerConfig.from_config(cfg.optimizer), total_steps=10)
+
+
+def test_trainer_config_reads_typed_fields_once():
+    cfg = ml_collections.ConfigDict()
+    cfg.optimizer = dict(
+        name="adamw", learning_rate=1, weight_decay=0.0, warmup_steps=-1, decay="linear",
+        clip_norm=None, warmup_fraction=0.1,
+    )  # fmt: skip
+    cfg.train = dict(steps=0, epochs=3, batch_size=8, log_every=5, progress=False)
+    settings = TrainerConfig.from_config(
+        cfg, steps=40, optimizer=OptimizerConfig.from_config(cfg.optimizer, warmup_steps=4)
+    )
+    assert (settings.steps, settings.batch_size, settings.log_every) == (40, 8, 5)
+    assert settings.progress is False and settings.grad_accumulation == 1  # a default
+    o = settings.optimizer
+    assert (o.warmup_steps, o.clip_norm, o.eps) == (4, 0.0, 1e-6)  # None clip: off
+    assert isinstance(o.learning_rate, float) and isinstance(o.warmup_steps, int)
+    with pytest.raises(BertJaxError, match="train.steps must be >= 1, got 0"):
+        TrainerConfig.from_config(cfg)  # steps 0 (fine-tuning computes it from epochs)
+    with pytest.raises(TypeError, match="no field"):
+        TrainerConfig.from_config(cfg, stepz=1)
+    del cfg.optimizer["decay"]
+    with pytest.raises(BertJaxError, match=r"config.optimizer is missing field\(s\): decay"):
+        TrainerConfig.from_config(cfg, steps=1)
 
 
 # --- checkpoint --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from bert_jax.model.modeling import (  # noqa: E402
     BertForTokenClassification,
     BertModel,
 )
+from bert_jax.tasks.features import IGNORE_INDEX  # noqa: E402
 from bert_jax.training import losses  # noqa: E402
 
 
@@ -283,7 +284,9 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
     get_linear_schedule_with_warmup + clip_grad_norm_ from the same start, dropout off. Decay and
     rate are large so that a wrong mask, schedule step or clipping order shows."""
     from bert_jax.model.hf import read_weights
-    from bert_jax.training.finetune import TokenClassificationTask, default_config
+    from bert_jax.training.defaults import finetune_config
+    from bert_jax.training.finetune import trainer_config
+    from bert_jax.training.objectives import TokenClassificationObjective
     from bert_jax.training.trainer import Trainer
 
     steps, warmup = 6, 2
@@ -295,17 +298,16 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
     ref.save_pretrained(tmp_path / "start")
     start = {name: value.clone() for name, value in ref.state_dict().items()}
 
-    cfg = default_config()
+    cfg = finetune_config()
     cfg.optimizer.learning_rate, cfg.optimizer.weight_decay = 3e-3, 0.3
     cfg.optimizer.warmup_steps, cfg.optimizer.clip_norm = warmup, 0.5
     # eps 1e-4, not 1e-8: Adam divides by sqrt(v)+eps, so the rounding-level gradients of the key
     # biases (zero in exact arithmetic) would otherwise take full, sign-random steps on each side.
     cfg.optimizer.eps = 1e-4
-    cfg.train.batch_size = 3
+    cfg.train.batch_size, cfg.train.steps = 3, steps
     model = BertForTokenClassification.from_pretrained(tmp_path / "start")
-    trainer = Trainer(
-        model, TokenClassificationTask(), cfg, str(tmp_path / "work"), total_steps=steps
-    )
+    settings = trainer_config(cfg, steps_per_epoch=steps)  # as `finetune` builds it
+    trainer = Trainer(model, TokenClassificationObjective(), settings, str(tmp_path / "work"))
     state = trainer.restore_or_init(iter(()))
 
     o = cfg.optimizer
@@ -326,8 +328,8 @@ def test_finetune_steps_match_the_transformers_adamw_recipe(tmp_path):
     for step in range(steps):
         batch = _batch(seed=step)
         labels = np.random.default_rng(100 + step).integers(0, 5, batch["input_ids"].shape)
-        labels[batch["attention_mask"] == 0] = losses.IGNORE_INDEX
-        labels[:, 0] = losses.IGNORE_INDEX  # [CLS]
+        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        labels[:, 0] = IGNORE_INDEX  # [CLS]
         state, out = trainer.train_step(
             state, {**batch, "labels": labels, "weights": np.ones(3, np.float32)}
         )

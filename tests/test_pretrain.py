@@ -467,8 +467,9 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache
     from bert_jax.model.modeling import BertForMaskedLM
     from bert_jax.tokenizer import BertTokenizer
     from bert_jax.training import sharding
-    from bert_jax.training.pretrain import MaskedLMTask
+    from bert_jax.training.objectives import MaskedLMObjective
     from bert_jax.training.trainer import Trainer
+    from bert_jax.training.trainer_config import TrainerConfig
 
     tok = BertTokenizer.from_pretrained(tokenizer_dir)
     rows = pretrain_rows(load_corpus(str(corpus / "train" / "*.txt"))[:200], tok, 32)
@@ -499,10 +500,9 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache
         )
         trainer = Trainer(
             BertForMaskedLM(bert, rngs=nnx.Rngs(0)),
-            MaskedLMTask(),
-            cfg,
+            MaskedLMObjective(),
+            TrainerConfig.from_config(cfg, steps=2),
             str(tmp_path / f"k{k}"),
-            total_steps=2,
         )
         state = trainer.restore_or_init(iter(()))
         steps = []

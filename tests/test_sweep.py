@@ -100,7 +100,7 @@ def test_failed_trial_is_recorded_and_sweep_goes_on(setup, tmp_path):
     status = {r["settings"]["data.max_length"]: r for r in ranked}
     assert (
         status["100000"]["status"] == "failed"
-        and "max_position_embeddings" in status["100000"]["error"]
+        and "data.max_length 100000 exceeds" in status["100000"]["error"]
     )
     assert status["16"]["status"] == "ok" and ranked[0] is status["16"]
     assert os.path.isdir(tmp_path / "best")
@@ -115,6 +115,8 @@ def test_random_search_samples_in_range():
         t["train.batch_size"].isdigit() and 8 <= int(t["train.batch_size"]) <= 32 for t in trials
     )
     assert sweep.random_trials(space, 20, seed=0) == trials
+    with pytest.raises(BertJaxError, match="at least one trial"):
+        sweep.random_trials(space, 0, seed=0)
     paper = sweep.random_trials(sweep.PAPER_GRID, 5, seed=1)
     assert len({sweep.trial_name(t) for t in paper}) == 5
     assert len(sweep.grid_trials(sweep.PAPER_GRID)) == 18
@@ -126,7 +128,7 @@ def test_random_search_samples_in_range():
         (["--grid", "optimizer.no_such_key=1,2"], "unknown config key"),
         (["--grid", "optimizer.learning_rate="], "expected key=v1,v2"),
         (["--random", "2", "--space", "optimizer.learning_rate=5:1"], "need lo < hi"),
-        (["--random", "0"], "at least one trial"),
+        (["--random", "0"], "--random: must be at least 1"),
     ],
 )
 def test_bad_sweep_input_is_one_error_line(argv, expected, tmp_path, capsys):

@@ -32,15 +32,12 @@ class Checkpointer:
     Call every method on every process; orbax coordinates who writes what.
     """
 
-    def __init__(
-        self, directory: str | os.PathLike, max_to_keep: int = 3, save_interval_steps: int = 1
-    ):
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3):
         directory = os.fspath(directory)
         if "://" not in directory:  # local paths must be absolute for orbax; keep gs:// etc. as is
             directory = os.path.abspath(directory)
         self.directory = directory
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=save_interval_steps,
             preservation_policy=ocp.checkpoint_managers.LatestN(n=max_to_keep),
             create=True,
             cleanup_tmp_directories=True,
@@ -59,12 +56,12 @@ class Checkpointer:
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
+    def save(self, step: int, state: Any, data_state: dict) -> bool:
         """Write `state` and `data_state` as checkpoint `step`; returns whether it saved.
 
-        Skipped unless `step` is a multiple of `save_interval_steps` (or `force`). Checkpoints at
-        steps >= `step` are deleted first: they belong to a run we resumed from an earlier step
-        (or are the unreadable one we skipped), so the directory keeps a single timeline.
+        Checkpoints at steps >= `step` are deleted first: they belong to a run we resumed from an
+        earlier step (or are the unreadable one we skipped), so the directory keeps a single
+        timeline. The Trainer decides when to save (`train.checkpoint_every`).
         """
         step = int(step)
         for stale in self.all_steps():
@@ -75,7 +72,6 @@ class Checkpointer:
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data_state))
             ),
-            force=force,
         )
         self._manager.wait_until_finished()
         return bool(saved)
@@ -119,12 +115,6 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
-
-    def __enter__(self) -> Checkpointer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _with_shardings(tree: Any) -> Any:

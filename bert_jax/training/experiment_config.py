@@ -1,5 +1,6 @@
-"""Experiment configs: a Python file with `get_config()` returning an ml_collections ConfigDict,
-overridden from the command line as `--config.train.steps=100` (ml_collections' config_flags syntax)."""
+"""Experiment configs: a Python file with `get_config()` returning an ml_collections ConfigDict
+(starting from training/defaults.py), overridden from the command line as
+`--config.train.steps=100` (ml_collections' config_flags syntax)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import optax
 
 from bert_jax.errors import BertJaxError
 from bert_jax.training.sharding import param_path
+from bert_jax.training.trainer_config import OptimizerConfig
 
 DECAYS = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb")
@@ -94,34 +95,24 @@ def make_optimizer(
     return optax.chain(optax.clip_by_global_norm(clip_norm), opt)
 
 
-def from_config(cfg: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Build `(tx, schedule)` from an experiment ConfigDict's `optimizer` block.
-
-    Reads `name, learning_rate, weight_decay, warmup_steps, decay, clip_norm, b1, b2, eps` and,
-    if present, `end_lr_fraction` (default 0.0).
-    """
-    o = cfg.optimizer
-    missing = [
-        f
-        for f in ("name", "learning_rate", "weight_decay", "warmup_steps", "decay", "clip_norm")
-        if f not in o
-    ]
-    if missing:
-        raise BertJaxError(f"config.optimizer is missing field(s): {', '.join(missing)}")
+def from_config(
+    config: OptimizerConfig, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """`(tx, schedule)` for the typed `optimizer` settings over `total_steps` updates."""
     schedule = make_schedule(
-        peak_lr=float(o.learning_rate),
-        total_steps=int(total_steps),
-        warmup_steps=int(o.warmup_steps),
-        decay=o.decay,
-        end_lr_fraction=float(o.get("end_lr_fraction", 0.0)),
+        peak_lr=config.learning_rate,
+        total_steps=total_steps,
+        warmup_steps=config.warmup_steps,
+        decay=config.decay,
+        end_lr_fraction=config.end_lr_fraction,
     )
     tx = make_optimizer(
-        name=o.name,
+        name=config.name,
         learning_rate=schedule,
-        weight_decay=float(o.weight_decay),
-        b1=float(o.get("b1", 0.9)),
-        b2=float(o.get("b2", 0.999)),
-        eps=float(o.get("eps", 1e-6)),
-        clip_norm=o.clip_norm,
+        weight_decay=config.weight_decay,
+        b1=config.b1,
+        b2=config.b2,
+        eps=config.eps,
+        clip_norm=config.clip_norm,
     )
     return tx, schedule

@@ -6,12 +6,9 @@ directly. Rerunning it with the same workdir resumes from the newest checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -20,47 +17,21 @@ from bert_jax.data.masking import MaskingConfig
 from bert_jax.data.pipeline import PretrainBatches, eval_batches, pretrain_rows
 from bert_jax.data.sources import load_corpus, split_documents
 from bert_jax.errors import BertJaxError
+from bert_jax.io import staged_dir, write_json
 from bert_jax.model import BertForMaskedLM, BertForPreTraining, model_class_for
 from bert_jax.model.config import BertConfig
 from bert_jax.model.forward import jit_forward
 from bert_jax.tokenizer import BertTokenizer
 from bert_jax.training import sharding
-from bert_jax.training.losses import weighted_cross_entropy
+from bert_jax.training.objectives import MaskedLMObjective
 from bert_jax.training.trainer import Trainer
+from bert_jax.training.trainer_config import TrainerConfig
 
-ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "segment_ids", "position_ids")
-
-
-class MaskedLMTask:
-    """MLM (and optionally NSP). The MLM head runs only at `masked_positions`."""
-
-    def __init__(self, nsp: bool = False):
-        self.nsp = nsp
-        self.metric_counts = {"mlm_accuracy": "mlm"} | ({"nsp_accuracy": "nsp"} if nsp else {})
-
-    def counts(self, batch):
-        counts = {"mlm": jnp.sum(batch["masked_weights"].astype(jnp.float32))}
-        if self.nsp:
-            counts["nsp"] = jnp.sum(batch["attention_mask"][:, 0].astype(jnp.float32))  # real rows
-        return counts
-
-    def loss_terms(self, model, batch):
-        inputs = {k: batch[k] for k in ENCODER_INPUTS}
-        out = model(masked_positions=batch["masked_positions"], **inputs)
-        mlm_logits, nsp_logits = out if self.nsp else (out, None)
-        ids, weights = batch["masked_ids"], batch["masked_weights"].astype(jnp.float32)
-        mlm_sum, _ = weighted_cross_entropy(mlm_logits, ids, weights)
-        terms = {"mlm": mlm_sum}
-        # "label logit is the max" == argmax hit (up to exact ties), without argmax's slow CPU path.
-        label_logit = jnp.take_along_axis(mlm_logits, ids[..., None], axis=-1)[..., 0]
-        hit = label_logit >= jnp.max(mlm_logits, axis=-1)
-        metrics = {"mlm_accuracy": jnp.sum(hit * weights)}
-        if self.nsp:
-            real = batch["attention_mask"][:, 0].astype(jnp.float32)
-            labels = batch["next_sentence_label"]
-            terms["nsp"], _ = weighted_cross_entropy(nsp_logits, labels, real)
-            metrics["nsp_accuracy"] = jnp.sum((jnp.argmax(nsp_logits, -1) == labels) * real)
-        return terms, metrics
+# What `BertTokenizer.save_pretrained` writes (cf. bert_jax.model.hf.SAVED_FILES): a
+# workdir/tokenizer holding only these may be replaced.
+TOKENIZER_FILES = frozenset(
+    {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"}
+)
 
 
 def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
@@ -79,11 +50,8 @@ def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
             lines, vocab_size=int(cfg.data.vocab_size), lowercase=cfg.data.lowercase
         )
         tokenizer.model_max_length = int(cfg.data.max_length)
-        tmp = path + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(path, ignore_errors=True)  # a partial dir from a killed run
-        os.replace(tmp, path)
+        with staged_dir(path, owned=TOKENIZER_FILES) as tmp:  # replaces a killed run's partial dir
+            tokenizer.save_pretrained(tmp)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("bert_jax.training.pretrain.tokenizer")
     if not os.path.isfile(os.path.join(path, "tokenizer.json")):
@@ -94,10 +62,12 @@ def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
     return BertTokenizer.from_pretrained(path)
 
 
-def build_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
+def pretraining_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
+    """BertForMaskedLM (BertForPreTraining in nsp layout): fresh of `model.size`, or continued from
+    the HF-format dir `model.init_from`."""
     cls = BertForPreTraining if cfg.data.layout == "nsp" else BertForMaskedLM
     m = cfg.model
-    if m.get("init_from"):
+    if m.init_from:
         model = cls.from_pretrained(m.init_from, dtype=m.dtype)
         config = model.config
     else:
@@ -113,7 +83,8 @@ def build_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
         model = cls(config, rngs=nnx.Rngs(int(cfg.train.seed)))
     if config.vocab_size < tokenizer.vocab_size:
         raise BertJaxError(
-            f"model vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}"
+            f"model vocab_size {config.vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size}"
         )
     if int(cfg.data.max_length) > config.max_position_embeddings:
         raise BertJaxError(
@@ -134,7 +105,7 @@ def _masking(cfg, tokenizer) -> MaskingConfig:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Pretrain per `config` (see configs/pretrain/*.py) in `workdir`; returns the final eval metrics.
+    """Pretrain per `config` (configs/pretrain/*.py) in `workdir`; returns the final eval metrics.
 
     Writes workdir/metrics.jsonl, workdir/checkpoints/, workdir/tokenizer/ and, at the end, an
     HF-format workdir/model/ (BertForMaskedLM, or BertForPreTraining in nsp layout) + tokenizer.
@@ -148,7 +119,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         docs, float(config.data.eval_fraction), int(config.train.seed)
     )
     tokenizer = build_tokenizer(config, train_docs, workdir)
-    model = build_model(config, tokenizer)
+    model = pretraining_model(config, tokenizer)
     nsp = config.data.layout == "nsp"
     max_length, seed = int(config.data.max_length), int(config.train.seed)
 
@@ -161,9 +132,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         train_rows, batch_size=int(config.train.batch_size), seed=seed, masking=masking
     )
 
-    trainer = Trainer(
-        model, MaskedLMTask(nsp), config, workdir, total_steps=int(config.train.steps)
-    )
+    trainer = Trainer(model, MaskedLMObjective(nsp), TrainerConfig.from_config(config), workdir)
 
     def eval_fn(params):
         result = trainer.evaluate(
@@ -179,8 +148,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         model = trainer.export_model(state["params"])  # on every process: gathers FSDP shards
         if jax.process_index() == 0:
             model.save_pretrained(os.path.join(workdir, "model"), tokenizer)
-            with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
-                json.dump(final, f, indent=2)
+            write_json(os.path.join(workdir, "eval_results.json"), final)
     finally:
         batches.close()
         trainer.close()
@@ -209,17 +177,7 @@ def evaluate_mlm(
     masking = MaskingConfig.for_tokenizer(
         tokenizer, mask_rate=mask_rate, max_predictions=max(1, int(max_length * mask_rate))
     )
-    task = MaskedLMTask(nsp=False)
-
-    def sums(m, **batch):
-        if isinstance(m, BertForPreTraining):  # score its MLM part only
-            terms_model = lambda **kw: m(**kw)[0]
-        else:
-            terms_model = m
-        terms, metrics = task.loss_terms(terms_model, batch)
-        return terms["mlm"], metrics["mlm_accuracy"], task.counts(batch)["mlm"]
-
-    forward = jit_forward(model, sums)
+    forward = jit_forward(model, _mlm_sums)
     total = np.zeros(3)
     for batch in eval_batches(
         rows, batch_size, seed, masking=masking, shard_index=0, shard_count=1
@@ -232,3 +190,13 @@ def evaluate_mlm(
         "perplexity": float(np.exp(min(loss, 50.0))),
         "masked_tokens": int(total[2]),
     }
+
+
+def _mlm_sums(model, **batch):
+    """(MLM loss sum, hits, masked tokens) of a batch; module-level so `jit_forward` caches it."""
+    objective = MaskedLMObjective(nsp=False)
+    logits = objective.outputs(model, batch)
+    if isinstance(model, BertForPreTraining):  # score its MLM part only
+        logits = logits[0]
+    terms, metrics = objective.sums(logits, batch)
+    return terms["mlm"], metrics["mlm_accuracy"], objective.counts(batch)["mlm"]

@@ -115,11 +115,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def _spec_for(name: str, shape: tuple[int, ...], rules, fsdp_size: int) -> P:
-    for pattern, spec in rules:
-        if re.search(pattern, name):
-            break
-    else:
-        return P()
+    spec = next((spec for pattern, spec in rules if re.search(pattern, name)), P())
     if spec != LARGEST_DIM:
         return spec
     if len(shape) < 2:
@@ -153,6 +149,14 @@ def param_shardings(
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over every device; other axes whole."""
     return NamedSharding(mesh, P(MESH_AXES))
+
+
+def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's contiguous block of a global batch's rows (all of them on one process);
+    `put_batch` reassembles the blocks in process order."""
+    rows = len(next(iter(batch.values()))) // jax.process_count()
+    start = jax.process_index() * rows
+    return {k: v[start : start + rows] for k, v in batch.items()}
 
 
 def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -1,8 +1,9 @@
 """Hyper-parameter search over fine-tuning configs: grid or random, resumable, failure-tolerant.
 
 Each trial is a set of config overrides run by the normal fine-tuning path (`finetune(config,
-subdir)`) in `DIR/trials/<name>/`. `DIR/sweep.jsonl` records every trial's settings, metric, time and
-status; a rerun skips trials already recorded there. The best trial's model is copied to `DIR/best/`.
+subdir)`) in `DIR/trials/<name>/`. `DIR/sweep.jsonl` records every trial's settings, metric, time
+and status; a rerun skips trials already recorded there. The best trial's model is copied to
+`DIR/best/`.
 The default search space is the BERT paper's fine-tuning grid (Devlin et al. 2019, appendix A.3).
 """
 
@@ -19,7 +20,11 @@ import traceback
 import numpy as np
 
 from bert_jax.errors import BertJaxError
-from bert_jax.training.experiment_config import load_config_file, set_override
+from bert_jax.io import append_jsonl, read_text, staged_dir, write_json
+from bert_jax.model.hf import SAVED_FILES
+from bert_jax.training.experiment_config import apply_overrides, load_config_file, set_override
+
+TRIAL_FILE = "sweep_trial.json"  # in DIR/best: which trial the model came from
 
 PAPER_GRID = {
     "optimizer.learning_rate": ["5e-5", "3e-5", "2e-5"],
@@ -99,8 +104,29 @@ def trial_name(settings: dict[str, str]) -> str:
 def _read_records(path: str) -> dict[str, dict]:
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return {r["trial"]: r for r in (json.loads(line) for line in f if line.strip())}
+    lines = read_text(path).splitlines()
+    return {r["trial"]: r for r in (json.loads(line) for line in lines if line.strip())}
+
+
+def _trial_config(config_path: str, base_overrides, settings: dict[str, str]):
+    config = apply_overrides(load_config_file(config_path), list(base_overrides))
+    for key, value in settings.items():
+        set_override(config, key, value)
+    return config
+
+
+def _run_trial(run_trial, config, record: dict) -> dict:
+    """`record` completed with the trial's status, metric (or error) and seconds."""
+    start = time.perf_counter()
+    try:
+        metrics = run_trial(config, record["workdir"])
+        metric = metrics.get("best_metric", "accuracy")
+        record.update(status="ok", metric=metric, value=float(metrics[metric]), metrics=metrics)
+    except Exception as e:  # a failed trial is recorded and the sweep goes on
+        message = str(e) if isinstance(e, BertJaxError) else traceback.format_exception_only(e)[-1]
+        record.update(status="failed", error=message.strip())
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
 
 
 def run_sweep(
@@ -117,16 +143,12 @@ def run_sweep(
     Every override is checked against the config before anything runs, so a typo in a key is one
     error line, not N failed trials. `run_trial(config, subdir) -> metrics` defaults to finetune.
     """
-    from bert_jax.training.experiment_config import apply_overrides
-
     if not trials:
         raise BertJaxError(
             "the search space is empty: give --grid key=v1,v2 or --random N --space ..."
         )
     for settings in trials:  # validate every key and value up front
-        config = apply_overrides(load_config_file(config_path), list(base_overrides))
-        for key, value in settings.items():
-            set_override(config, key, value)
+        _trial_config(config_path, base_overrides, settings)
     if run_trial is None:
         from bert_jax.training.finetune import finetune as run_trial
 
@@ -138,30 +160,14 @@ def run_sweep(
         done = records.get(name)
         if done and (done["status"] == "ok" or not retry_failed):
             continue
-        config = apply_overrides(load_config_file(config_path), list(base_overrides))
-        for key, value in settings.items():
-            set_override(config, key, value)
-        start = time.perf_counter()
         record = {
             "trial": name,
             "settings": settings,
             "workdir": os.path.join(workdir, "trials", name),
         }
-        try:
-            metrics = run_trial(config, record["workdir"])
-            metric = metrics.get("best_metric", "accuracy")
-            record.update(status="ok", metric=metric, value=float(metrics[metric]), metrics=metrics)
-        except Exception as e:  # a failed trial is recorded and the sweep goes on
-            message = (
-                str(e)
-                if isinstance(e, BertJaxError)
-                else traceback.format_exception_only(e)[-1].strip()
-            )
-            record.update(status="failed", error=message)
-        record["seconds"] = round(time.perf_counter() - start, 2)
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        records[name] = record
+        config = _trial_config(config_path, base_overrides, settings)
+        records[name] = _run_trial(run_trial, config, record)
+        append_jsonl(log_path, record)
     ranked = rank(list(records.values()))
     _copy_best(ranked, workdir)
     return ranked
@@ -181,14 +187,10 @@ def _copy_best(ranked: list[dict], workdir: str) -> None:
     source = os.path.join(ranked[0]["workdir"], "model")
     if not os.path.isdir(source):
         return
-    target = os.path.join(workdir, "best")
-    tmp = target + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    with open(os.path.join(tmp, "sweep_trial.json"), "w", encoding="utf-8") as f:
-        json.dump({k: ranked[0][k] for k in ("trial", "settings", "metric", "value")}, f, indent=2)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with staged_dir(os.path.join(workdir, "best"), owned=SAVED_FILES | {TRIAL_FILE}) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        trial = {k: ranked[0][k] for k in ("trial", "settings", "metric", "value")}
+        write_json(os.path.join(tmp, TRIAL_FILE), trial)
 
 
 def summary_table(ranked: list[dict]) -> str:
@@ -199,7 +201,6 @@ def summary_table(ranked: list[dict]) -> str:
                 f"{i:>4}  {r['metric']:>10}  {r['value']:>8.4f}  {r['seconds']:>8.1f}  {r['trial']}"
             )
         else:
-            lines.append(
-                f"{'-':>4}  {'failed':>10}  {'':>8}  {r['seconds']:>8.1f}  {r['trial']}: {r['error']}"
-            )
+            failed = f"{'-':>4}  {'failed':>10}  {'':>8}  {r['seconds']:>8.1f}"
+            lines.append(f"{failed}  {r['trial']}: {r['error']}")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
-"""One training loop for every task: sharded jit step, gradient accumulation, eval, checkpoints.
+"""One training loop for every objective: sharded jit step, exact gradient accumulation, eval,
+checkpoints.
 
-A *task* says what a batch means (`Task.loss_terms`); the Trainer does the rest:
+An *objective* (objectives.py) says what a batch means; the Trainer does the rest:
   - the NNX model is split into graphdef + params once; the step is a pure function
     `(state, batch) -> (state, metrics)` compiled with `jax.jit(in_shardings, out_shardings,
     donate_argnums)` over a ("data", "fsdp") mesh of all devices (all hosts);
@@ -9,6 +10,7 @@ A *task* says what a batch means (`Task.loss_terms`); the Trainer does the rest:
   - dropout randomness is `fold_in(seed, step)`: independent of how the run was resumed;
   - orbax checkpoints hold params, optimizer state, step, rng and the data iterator's state;
     rerunning resumes from the newest readable checkpoint; metrics.jsonl is cut back to match.
+Its settings are one typed `TrainerConfig` (trainer_config.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,54 +30,35 @@ from flax import nnx
 from tqdm import tqdm
 
 from bert_jax.errors import BertJaxError
+from bert_jax.io import append_jsonl, write_text
 from bert_jax.training import optim, sharding
 from bert_jax.training.checkpoint import Checkpointer
-
-Batch = dict[str, jax.Array]
-
-
-class Task(Protocol):
-    """What a batch means for a model. All sums are over the rows given, in float32."""
-
-    def counts(self, batch: Batch) -> dict[str, jax.Array]:
-        """Denominator of each loss term over `batch`, computed from the batch alone (no model)."""
-
-    def loss_terms(
-        self, model: nnx.Module, batch: Batch
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        """({term: summed loss}, {metric: summed value}); each metric `x_correct` etc. is later
-        divided by the count named in `Task.metric_counts[x]`."""
-
-    metric_counts: dict[str, str]  # metric name → name of the count it is averaged over
-
-
-def _combined_loss(terms: dict, counts: dict) -> jax.Array:
-    return sum(terms[k] / jnp.maximum(counts[k], 1.0) for k in terms)
+from bert_jax.training.objectives import Objective, combined_loss, loss_sums
+from bert_jax.training.trainer_config import TrainerConfig
 
 
 class Trainer:
-    """Trains `model` on `task`. `cfg` is an ml_collections ConfigDict with `train` and `optimizer`."""
+    """Trains `model` on `objective` with the settings of `config`, writing into `workdir`."""
 
-    def __init__(self, model: nnx.Module, task: Task, cfg, workdir: str, *, total_steps: int):
-        self.task, self.cfg, self.workdir = task, cfg, workdir
-        self.total_steps = total_steps
-        t = cfg.train
-        self.accumulation = int(t.get("grad_accumulation", 1))
-        self.mesh = sharding.make_mesh(fsdp=int(t.get("fsdp", 1)))
-        if t.batch_size % (self.accumulation * jax.device_count()):
+    def __init__(
+        self, model: nnx.Module, objective: Objective, config: TrainerConfig, workdir: str
+    ):
+        self.objective, self.config, self.workdir = objective, config, workdir
+        self.total_steps = config.steps
+        self.accumulation = config.grad_accumulation
+        self.mesh = sharding.make_mesh(fsdp=config.fsdp)
+        if config.batch_size % (self.accumulation * jax.device_count()):
             raise BertJaxError(
-                f"train.batch_size {t.batch_size} must be divisible by grad_accumulation "
+                f"train.batch_size {config.batch_size} must be divisible by grad_accumulation "
                 f"{self.accumulation} x {jax.device_count()} devices"
             )
-        self.tx, self.schedule = optim.from_config(cfg, total_steps)
+        self.tx, self.schedule = optim.from_config(config.optimizer, config.steps)
         model.train()
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.base_key = jax.random.key(int(t.seed))
+        self.base_key = jax.random.key(config.seed)
 
         abstract = jax.eval_shape(lambda p: self._init_state(p), params)
-        param_sh = sharding.param_shardings(
-            abstract["params"], self.mesh, fsdp=int(t.get("fsdp", 1)) > 1
-        )
+        param_sh = sharding.param_shardings(abstract["params"], self.mesh, fsdp=config.fsdp > 1)
         # Optimizer moments mirror their parameters' shardings; scalars are replicated.
         self.state_sharding = jax.tree.map(lambda _: sharding.replicated(self.mesh), abstract)
         self.state_sharding["params"] = param_sh
@@ -103,7 +86,7 @@ class Trainer:
             out_shardings=rep,
         )
         self.checkpointer = Checkpointer(
-            os.path.join(workdir, "checkpoints"), max_to_keep=int(t.get("keep_checkpoints", 3))
+            os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
         )
 
     # ---- pure functions (jitted) ----------------------------------------------------------------
@@ -122,13 +105,13 @@ class Trainer:
     def _train_step(self, state, batch):
         step = state["step"]
         key = jax.random.fold_in(self.base_key, step)
-        counts = self.task.counts(batch)  # over the whole batch: exact accumulation
+        counts = self.objective.counts(batch)  # over the whole batch: exact accumulation
         k = self.accumulation
 
         def micro_grads(params, micro, micro_key):
             def loss_fn(p):
-                terms, metrics = self.task.loss_terms(self._model(p, micro_key), micro)
-                return _combined_loss(terms, counts), (terms, metrics)
+                terms, metrics = loss_sums(self.objective, self._model(p, micro_key), micro)
+                return combined_loss(terms, counts), (terms, metrics)
 
             return jax.grad(loss_fn, has_aux=True)(params)
 
@@ -153,7 +136,7 @@ class Trainer:
 
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        out = self._summaries(terms, metrics, counts)
+        out = _summaries(self.objective, terms, metrics, counts)
         out["grad_norm"] = optax.tree.norm(grads)
         out["learning_rate"] = self.schedule(step)
         return {"params": params, "opt_state": opt_state, "step": step + 1}, out
@@ -161,17 +144,10 @@ class Trainer:
     def _eval_step(self, params, batch):
         model = self._model(params)
         model.eval()
-        terms, metrics = self.task.loss_terms(model, batch)
-        return {"terms": terms, "metrics": metrics, "counts": self.task.counts(batch)}
+        terms, metrics = loss_sums(self.objective, model, batch)
+        return {"terms": terms, "metrics": metrics, "counts": self.objective.counts(batch)}
 
-    def _summaries(self, terms, metrics, counts) -> dict:
-        out = {f"{k}_loss": terms[k] / jnp.maximum(counts[k], 1.0) for k in terms}
-        out["loss"] = _combined_loss(terms, counts)
-        for name, count_name in self.task.metric_counts.items():
-            out[name] = metrics[name] / jnp.maximum(counts[count_name], 1.0)
-        return out
-
-    # ---- host-side loop ---------------------------------------------------------------------------
+    # ---- host-side loop --------------------------------------------------------------------------
     def restore_or_init(self, data_iter) -> dict:
         restored = self.checkpointer.restore(self.abstract_state)
         if restored is None:
@@ -186,18 +162,16 @@ class Trainer:
         return state
 
     def evaluate(self, params, batches: Iterable[dict]) -> dict:
+        """Loss terms and metrics over `batches` (each process's local rows), summed then divided
+        by the summed counts."""
         sums: dict[str, Any] = {}
         for local in batches:
             out = jax.device_get(self.eval_step(params, sharding.put_batch(local, self.mesh)))
             sums = out if not sums else jax.tree.map(np.add, sums, out)
         if not sums:
             return {}
-        counts = sums["counts"]
-        result = {f"{k}_loss": float(v / max(counts[k], 1.0)) for k, v in sums["terms"].items()}
-        result["loss"] = sum(result[f"{k}_loss"] for k in sums["terms"])
-        for name, count_name in self.task.metric_counts.items():
-            result[name] = float(sums["metrics"][name] / max(counts[count_name], 1.0))
-        return result
+        result = _summaries(self.objective, sums["terms"], sums["metrics"], sums["counts"], np)
+        return {k: float(v) for k, v in result.items()}
 
     def fit(
         self,
@@ -207,25 +181,17 @@ class Trainer:
         on_eval: Callable[[int, dict, Any], None] | None = None,
         tokens_per_batch: Callable[[dict], int] | None = None,
     ) -> tuple[Any, dict]:
-        """Run to `total_steps`. `eval_fn(params) -> metrics` runs every `train.eval_every` steps
-        and at the end; `on_eval(step, metrics, params)` sees each result (e.g. to keep the best).
+        """Run to `config.steps`. `eval_fn(params) -> metrics` runs every `eval_every` steps and
+        at the end; `on_eval(step, metrics, params)` sees each result (e.g. to keep the best).
 
         A NaN/inf loss or gradient norm raises BertJaxError naming the first bad step; it is
         checked at every log and checkpoint step, so no checkpoint is written at or after it."""
-        t = self.cfg.train
+        c = self.config
         state = self.restore_or_init(train_iter)
         step = self.start_step
-        is_main = jax.process_index() == 0
-        metrics_path = os.path.join(self.workdir, "metrics.jsonl")
-        if is_main:
-            _truncate_metrics(metrics_path, step)
-        if eval_fn and step == 0 and t.get("eval_at_start", False):
-            # The untrained model's metrics: the start of every eval curve.
-            initial = eval_fn(state["params"])
-            if is_main:
-                _append_jsonl(metrics_path, {"step": 0, "split": "eval", **initial})
-        log_every, eval_every = int(t.log_every), int(t.eval_every)
-        ckpt_every = int(t.checkpoint_every)
+        log = _MetricsLog(os.path.join(self.workdir, "metrics.jsonl"), step)
+        if eval_fn and step == 0 and c.eval_at_start:
+            log.write(0, "eval", eval_fn(state["params"]))  # the start of every eval curve
         # The step we resumed from (not `latest_step()`: that may be an unreadable, skipped one).
         last_good = step or None
         # First step whose loss or gradient norm was not finite (0: none yet), tracked on device so
@@ -234,38 +200,30 @@ class Trainer:
         bar = tqdm(
             total=self.total_steps,
             initial=step,
-            disable=not is_main or not t.get("progress", True),
+            disable=not log.is_main or not c.progress,
             dynamic_ncols=True,
             desc="train",
         )
-        window_tokens, window_start = 0, time.perf_counter()
         last_eval: dict = {}
         while step < self.total_steps:
             local = next(train_iter)
-            window_tokens += tokens_per_batch(local) if tokens_per_batch else 0
+            log.count_tokens(tokens_per_batch(local) if tokens_per_batch else 0)
             state, metrics = self.train_step(state, sharding.put_batch(local, self.mesh))
             step += 1
             first_bad = self._first_bad(first_bad, metrics, step)
-            last_step = step == self.total_steps
-            if step % log_every == 0 or step % ckpt_every == 0 or last_step:
+            last = step == self.total_steps
+            if step % c.log_every == 0 or step % c.checkpoint_every == 0 or last:
                 # Checked before any checkpoint is written, so every checkpoint is a good one.
                 self._stop_if_diverged(int(first_bad), last_good)
-            if step % log_every == 0 or last_step:
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                elapsed = time.perf_counter() - window_start
-                tokens_per_sec = jax.process_count() * window_tokens / max(elapsed, 1e-9)
-                window_tokens, window_start = 0, time.perf_counter()
-                line = {"step": step, "split": "train", **metrics, "tokens_per_sec": tokens_per_sec}
-                if is_main:
-                    _append_jsonl(metrics_path, line)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
-            if eval_fn and (step % eval_every == 0 or last_step):
+            if step % c.log_every == 0 or last:
+                line = log.train(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
+                bar.set_postfix(loss=f"{line['loss']:.3f}", tok_s=f"{line['tokens_per_sec']:,.0f}")
+            if eval_fn and (step % c.eval_every == 0 or last):
                 last_eval = eval_fn(state["params"])
-                if is_main:
-                    _append_jsonl(metrics_path, {"step": step, "split": "eval", **last_eval})
+                log.write(step, "eval", last_eval)
                 if on_eval:
                     on_eval(step, last_eval, state["params"])
-            if step % ckpt_every == 0 or last_step:
+            if step % c.checkpoint_every == 0 or last:
                 data_state = train_iter.get_state() if hasattr(train_iter, "get_state") else {}
                 self.checkpointer.save(step, state, data_state)
                 last_good = step
@@ -301,6 +259,42 @@ class Trainer:
         self.checkpointer.close()
 
 
+def _summaries(objective: Objective, terms, metrics, counts, xp=jnp) -> dict:
+    """Each term's mean loss, their total (`combined_loss`) and the metrics, each divided by its
+    count. `xp` is jnp inside jit, np on host values."""
+    out = {f"{k}_loss": terms[k] / xp.maximum(counts[k], 1.0) for k in terms}
+    out["loss"] = sum(out[f"{k}_loss"] for k in terms)
+    for name, count_name in objective.metric_counts.items():
+        out[name] = metrics[name] / xp.maximum(counts[count_name], 1.0)
+    return out
+
+
+class _MetricsLog:
+    """metrics.jsonl (written by process 0 only) and the token throughput between train lines."""
+
+    def __init__(self, path: str, step: int):
+        self.path, self.is_main = path, jax.process_index() == 0
+        if self.is_main:
+            _truncate_metrics(path, step)
+        self.tokens, self.start = 0, time.perf_counter()
+
+    def count_tokens(self, n: int) -> None:
+        self.tokens += n
+
+    def write(self, step: int, split: str, values: dict) -> None:
+        if self.is_main:
+            append_jsonl(self.path, {"step": step, "split": split, **values})
+
+    def train(self, step: int, metrics: dict) -> dict:
+        """Log a train line with the tokens/s since the previous one; returns the line's values."""
+        elapsed = time.perf_counter() - self.start
+        tokens_per_sec = jax.process_count() * self.tokens / max(elapsed, 1e-9)
+        self.tokens, self.start = 0, time.perf_counter()
+        values = {**metrics, "tokens_per_sec": tokens_per_sec}
+        self.write(step, "train", values)
+        return values
+
+
 def _reseed(rest: nnx.State, key: jax.Array) -> nnx.State:
     """A copy of the non-param state whose every RNG stream starts from its own fold of `key`."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(rest)
@@ -329,11 +323,6 @@ def _first_bad(first: jax.Array, metrics: dict, step) -> jax.Array:
     return jnp.where((first == 0) & ~finite, jnp.int32(step), first)
 
 
-def _append_jsonl(path: str, obj: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(obj) + "\n")
-
-
 def _truncate_metrics(path: str, step: int) -> None:
     """On resume, drop lines logged after the restored checkpoint (they will be logged again);
     on a fresh start (step 0), drop them all."""
@@ -344,10 +333,7 @@ def _truncate_metrics(path: str, step: int) -> None:
         return
     with open(path, encoding="utf-8") as f:
         lines = [ln for ln in f if _logged_step(ln) <= step]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    write_text(path, "".join(lines))
 
 
 def _logged_step(line: str) -> float:

@@ -9,54 +9,36 @@ Two phases: 90% of steps at sequence length 128, then 10% at 512 starting from p
 
 import ml_collections
 
+from bert_jax.training.defaults import pretrain_config
+
 
 def get_config(phase: str = "phase1") -> ml_collections.ConfigDict:
     if phase not in ("phase1", "phase2"):
         raise ValueError(f"phase must be phase1 or phase2, got {phase!r}")
     long = phase == "phase2"
-    c = ml_collections.ConfigDict()
+    c = pretrain_config()
 
-    c.data = ml_collections.ConfigDict()
     c.data.corpus = "tfds:wikipedia/20230601.en"  # TFDS name[:split]; or file globs
     c.data.eval_fraction = 0.001
-    c.data.tokenizer = "train"  # or the dir of an existing uncased BERT vocab
-    c.data.vocab_size = 30522
-    c.data.lowercase = True
+    c.data.vocab_size = 30522  # data.tokenizer may also be an existing uncased BERT vocab dir
     c.data.max_length = 512 if long else 128
     c.data.layout = "nsp"  # the original objective: MLM + next-sentence prediction
-    c.data.mask_rate = 0.15
     c.data.max_predictions = 80 if long else 20
-    c.data.whole_word = False
 
-    c.model = ml_collections.ConfigDict()
-    c.model.size = "base"
-    c.model.init_from = ""  # phase 2: the phase-1 model dir (runs/base128/model)
+    c.model.size = "base"  # phase 2: model.init_from = the phase-1 model dir (runs/base128/model)
     c.model.max_position_embeddings = 512
-    c.model.hidden_dropout_prob = 0.1
     c.model.attention_probs_dropout_prob = 0.1  # as the paper; 0.0 keeps the fused kernel
     c.model.dtype = "bfloat16"  # compute dtype; params, LayerNorm, softmax, losses stay fp32
 
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 1e-4
-    c.optimizer.weight_decay = 0.01
     c.optimizer.warmup_steps = 1_000 if long else 10_000
-    c.optimizer.decay = "linear"
-    c.optimizer.clip_norm = 1.0
-    c.optimizer.b1 = 0.9
-    c.optimizer.b2 = 0.999
-    c.optimizer.eps = 1e-6
 
-    c.train = ml_collections.ConfigDict()
     c.train.steps = 100_000 if long else 900_000
     c.train.batch_size = 256
-    c.train.grad_accumulation = 1
-    c.train.seed = 0
     c.train.log_every = 100
     c.train.eval_every = 10_000
     c.train.eval_batches = 50
+    c.train.eval_at_start = False
     c.train.checkpoint_every = 5_000
     c.train.keep_checkpoints = 3
-    c.train.fsdp = 1
-    c.train.progress = True
     return c
