@@ -18,6 +18,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bert_jax.errors import BertJaxError
+from bert_jax.sampling import host_block
 
 MESH_AXES = ("data", "fsdp")
 
@@ -154,9 +155,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """This process's contiguous block of a global batch's rows (all of them on one process);
     `put_batch` reassembles the blocks in process order."""
-    rows = len(next(iter(batch.values()))) // jax.process_count()
-    start = jax.process_index() * rows
-    return {k: v[start : start + rows] for k, v in batch.items()}
+    return host_block(batch, jax.process_index(), jax.process_count())
 
 
 def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
