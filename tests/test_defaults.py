@@ -35,6 +35,7 @@ TINY = {
     "train.log_every": 50, "train.eval_every": 200, "train.eval_batches": 8,
     "train.eval_at_start": True, "train.checkpoint_every": 200, "train.keep_checkpoints": 2,
     "train.fsdp": 1, "train.progress": True,
+    "train.tensorboard": False,  # added since
 }  # fmt: skip
 # What the BERT recipes set differently from TINY (eval_at_start: they had none, the code's
 # default was False).
@@ -59,7 +60,9 @@ LARGE = {
 
 # finetune.default_config() as it was: every field written out.
 FINETUNE = {
-    "task": "classification", "model": "", "dtype": "float32",
+    "task": "classification", "model": "",
+    "dtype": "auto",  # since: bfloat16 where the hardware runs it natively
+    "data.length_buckets": 6,  # since: padded lengths fitted to the data
     "data.source": "files", "data.glue_task": "sst2", "data.train_split": "train",
     "data.eval_split": "", "data.train_file": "", "data.eval_file": "", "data.text_column": "text",
     "data.text_pair_column": "", "data.label_column": "label", "data.labels": (),
@@ -74,6 +77,7 @@ FINETUNE = {
     "train.grad_accumulation": 1, "train.seed": 0, "train.best_metric": "", "train.eval_every": 0,
     "train.checkpoint_every": 0, "train.keep_checkpoints": 1, "train.stop_after": 0,
     "train.log_every": 10, "train.fsdp": 1, "train.progress": True,
+    "train.tensorboard": False,  # added since
 }  # fmt: skip
 
 EXPECTED = {

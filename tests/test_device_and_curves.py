@@ -91,3 +91,24 @@ def test_plot_writes_a_png_of_each_run(tmp_path, capsys):
     code = main(["plot", str(tmp_path / "missing"), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "metrics.jsonl: not found" in err
+
+
+def test_pretrain_writes_tensorboard_scalars_and_the_plot_reads_its_metrics(tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    pytest.importorskip("matplotlib")
+    work = tmp_path / "run"
+    overrides = [
+        "--config.train.steps=4", "--config.optimizer.warmup_steps=1",
+        "--config.train.batch_size=8", "--config.data.max_length=32",
+        "--config.data.vocab_size=300", "--config.model.max_position_embeddings=32",
+        "--config.train.eval_every=2", "--config.train.checkpoint_every=4",
+        "--config.train.log_every=2", "--config.train.eval_batches=1",
+        "--config.train.progress=false", "--config.train.tensorboard=true",
+    ]  # fmt: skip
+    config = os.path.join(ROOT, "configs", "pretrain", "tiny_shakespeare.py")
+    assert main(["pretrain", "--config", config, "--workdir", str(work), *overrides]) == 0
+    events = list((work / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    raw = events[0].read_bytes()
+    assert b"train/loss" in raw and b"eval/mlm_accuracy" in raw
+    assert main(["plot", str(work), "--out", str(tmp_path / "c.png")]) == 0

@@ -101,6 +101,37 @@ def length_buckets(max_length: int, smallest: int = 16, per_octave: int = 2) -> 
     return sorted(s for s in sizes if s < top) + [top]
 
 
+def fitted_buckets(lengths: Sequence[int], max_length: int, count: int = 4) -> list[int]:
+    """At most `count` padded lengths fitted to the data: multiples of 8 (the last one covers the
+    longest example, never past `max_length`) chosen to minimise the total padded tokens.
+
+    Each bucket is one compiled shape for training and one for evaluation; a fixed ladder over
+    16..max_length compiles shapes the data barely uses. Exact by dynamic programming over the
+    distinct rounded lengths (at most max_length / 8 of them)."""
+    lengths = np.minimum(np.asarray(lengths, np.int64), max_length)
+    if lengths.size == 0 or count < 1:
+        return length_buckets(max_length)
+    rounded = np.minimum(-(-lengths // 8) * 8, max_length)
+    sizes, counts = np.unique(rounded, return_counts=True)  # ascending candidate boundaries
+    covered = np.concatenate([[0], np.cumsum(counts)])  # examples at or below each candidate
+    n, k_max = len(sizes), min(count, len(sizes))
+    # cost[k, j]: fewest padded tokens for the examples up to sizes[j] with k buckets, the last
+    # one at sizes[j]; choice[k, j]: the previous bucket's index.
+    cost = np.full((k_max + 1, n), np.inf)
+    choice = np.zeros((k_max + 1, n), np.int64)
+    cost[1] = covered[1:] * sizes
+    for k in range(2, k_max + 1):
+        for j in range(k - 1, n):
+            options = cost[k - 1, :j] + (covered[j + 1] - covered[1 : j + 1]) * sizes[j]
+            choice[k, j] = int(np.argmin(options))
+            cost[k, j] = options[choice[k, j]]
+    buckets, j = [], n - 1
+    for k in range(k_max, 0, -1):
+        buckets.append(int(sizes[j]))
+        j = choice[k, j]
+    return sorted(buckets)
+
+
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
     """Smallest bucket holding `length` tokens (the largest if none does)."""
     return next((b for b in buckets if b >= length), buckets[-1])

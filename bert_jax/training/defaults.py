@@ -67,6 +67,7 @@ def pretrain_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 2
     c.train.fsdp = 1  # >1 shards parameters over that many devices (FSDP)
     c.train.progress = True  # tqdm bar
+    c.train.tensorboard = False  # also TensorBoard scalars in workdir/tensorboard (tensorboardX)
     return c
 
 
@@ -76,7 +77,9 @@ def finetune_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "classification"  # classification (incl. pairs, regression) | ner | qa
     c.model = ""  # HF-format BERT dir (e.g. a `bert-jax pretrain` workdir/model); "" = MiniLM
-    c.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU (params stay float32)
+    # Compute dtype: "auto" = bfloat16 (fp32 accumulation) where matmuls run natively in bf16
+    # (GPU, TPU, CPUs with AVX512-BF16/AMX), else float32; params stay float32 either way.
+    c.dtype = "auto"
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "files"  # files | tweet_sentiment | wnut | glue | tfds:NAME (classification)
@@ -91,6 +94,7 @@ def finetune_config() -> ml_collections.ConfigDict:
     c.data.labels = ()  # label names in id order; () = sorted distinct training labels
     c.data.regression = False  # float labels, one output, MSE loss (num_labels = 1)
     c.data.max_length = 128  # tokens per example (QA: per window), truncated longest-first
+    c.data.length_buckets = 6  # padded lengths fitted to the data (compiled shapes); 0 = a ladder
     c.data.doc_stride = 128  # qa: context tokens shared by consecutive windows
     c.data.max_query_length = 64  # qa: question tokens kept
     c.data.max_train_examples = 0  # >0: a seeded random subset (quick runs, tests)
@@ -124,4 +128,5 @@ def finetune_config() -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.fsdp = 1  # >1 shards parameters over that many devices
     c.train.progress = True  # tqdm bar
+    c.train.tensorboard = False  # also TensorBoard scalars in workdir/tensorboard (tensorboardX)
     return c

@@ -15,10 +15,7 @@ Its settings are one typed `TrainerConfig` (trainer_config.py).
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,9 +27,9 @@ from flax import nnx
 from tqdm import tqdm
 
 from bert_jax.errors import BertJaxError
-from bert_jax.io import append_jsonl, write_text
 from bert_jax.training import optim, sharding
 from bert_jax.training.checkpoint import Checkpointer
+from bert_jax.training.metric_writers import MetricWriter
 from bert_jax.training.objectives import Objective, combined_loss, loss_sums
 from bert_jax.training.trainer_config import TrainerConfig
 
@@ -189,7 +186,7 @@ class Trainer:
         c = self.config
         state = self.restore_or_init(train_iter)
         step = self.start_step
-        log = _MetricsLog(os.path.join(self.workdir, "metrics.jsonl"), step)
+        log = MetricWriter(self.workdir, step, tensorboard=c.tensorboard)
         if eval_fn and step == 0 and c.eval_at_start:
             log.write(0, "eval", eval_fn(state["params"]))  # the start of every eval curve
         # The step we resumed from (not `latest_step()`: that may be an unreadable, skipped one).
@@ -229,6 +226,7 @@ class Trainer:
                 last_good = step
             bar.update(1)
         bar.close()
+        log.close()
         if eval_fn and not last_eval:  # resumed a finished run: report its final metrics again
             last_eval = eval_fn(state["params"])
         return state, last_eval
@@ -269,32 +267,6 @@ def _summaries(objective: Objective, terms, metrics, counts, xp=jnp) -> dict:
     return out
 
 
-class _MetricsLog:
-    """metrics.jsonl (written by process 0 only) and the token throughput between train lines."""
-
-    def __init__(self, path: str, step: int):
-        self.path, self.is_main = path, jax.process_index() == 0
-        if self.is_main:
-            _truncate_metrics(path, step)
-        self.tokens, self.start = 0, time.perf_counter()
-
-    def count_tokens(self, n: int) -> None:
-        self.tokens += n
-
-    def write(self, step: int, split: str, values: dict) -> None:
-        if self.is_main:
-            append_jsonl(self.path, {"step": step, "split": split, **values})
-
-    def train(self, step: int, metrics: dict) -> dict:
-        """Log a train line with the tokens/s since the previous one; returns the line's values."""
-        elapsed = time.perf_counter() - self.start
-        tokens_per_sec = jax.process_count() * self.tokens / max(elapsed, 1e-9)
-        self.tokens, self.start = 0, time.perf_counter()
-        values = {**metrics, "tokens_per_sec": tokens_per_sec}
-        self.write(step, "train", values)
-        return values
-
-
 def _reseed(rest: nnx.State, key: jax.Array) -> nnx.State:
     """A copy of the non-param state whose every RNG stream starts from its own fold of `key`."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(rest)
@@ -321,24 +293,3 @@ def _mirror_shardings(opt_state, params, param_sh, mesh):
 def _first_bad(first: jax.Array, metrics: dict, step) -> jax.Array:
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
     return jnp.where((first == 0) & ~finite, jnp.int32(step), first)
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-    """On resume, drop lines logged after the restored checkpoint (they will be logged again);
-    on a fresh start (step 0), drop them all."""
-    if not os.path.exists(path):
-        return
-    if step == 0:
-        os.remove(path)
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = [ln for ln in f if _logged_step(ln) <= step]
-    write_text(path, "".join(lines))
-
-
-def _logged_step(line: str) -> float:
-    """The step of a metrics line; a torn line (process killed mid-write) counts as after all."""
-    try:
-        return json.loads(line)["step"] if line.endswith("\n") else math.inf
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf

@@ -77,6 +77,7 @@ class TrainerConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (and always at the end)
     keep_checkpoints: int = 3
     progress: bool = True  # tqdm bar
+    tensorboard: bool = False  # also write TensorBoard scalars to workdir/tensorboard
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "grad_accumulation", "fsdp", "log_every", "eval_every")
