@@ -1,4 +1,5 @@
 """WordPiece tokenizer on Hugging Face `tokenizers` (Rust): load, train, save, encode with offsets.
+Loads RoBERTa's byte-level BPE and XLM-R's Unigram tokenizer.json as well (tokenizer_json.py).
 
 Directories use the HF layout (tokenizer.json, vocab.txt, tokenizer_config.json,
 special_tokens_map.json): `transformers.BertTokenizerFast.from_pretrained(dir)` reads what we write.
@@ -27,6 +28,7 @@ from tokenizers import (
     trainers,
 )
 
+from bert_jax import tokenizer_json
 from bert_jax.errors import BertJaxError
 from bert_jax.io import check_utf8, read_json, staged_dir, write_json
 
@@ -40,7 +42,8 @@ _HUGE = 10**6  # HF writes 1e30 for "no limit"; anything this large means unset
 
 
 class BertTokenizer:
-    """A BERT WordPiece tokenizer.
+    """A BERT WordPiece tokenizer, or any BPE/Unigram tokenizer.json with its `special_tokens`
+    (role → token: pad, unk, cls, sep, mask; BERT's [PAD] ... by default).
 
     `backend` is kept without truncation/padding; __call__ encodes with a private copy made at
     construction, so build a new BertTokenizer(backend, ...) after changing `backend`.
@@ -54,19 +57,24 @@ class BertTokenizer:
         strip_accents: bool | None = None,
         tokenize_chinese_chars: bool = True,
         model_max_length: int | None = None,
+        special_tokens: dict[str, str] | None = None,
+        hf_config: dict | None = None,
     ):
         backend.no_truncation()
         backend.no_padding()
         self.backend = backend
+        self.kind = type(backend.model).__name__  # WordPiece, BPE or Unigram
         self.do_lower_case = do_lower_case
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
         self.model_max_length = model_max_length
-        for name, token in zip(("pad_id", "unk_id", "cls_id", "sep_id", "mask_id"), SPECIAL_TOKENS):
+        self.special_tokens = dict(special_tokens or zip(tokenizer_json.ROLES, SPECIAL_TOKENS))
+        self.hf_config = dict(hf_config or {})  # a BPE/Unigram tokenizer_config.json, kept
+        for role, token in self.special_tokens.items():
             tid = backend.token_to_id(token)
             if tid is None:
                 raise BertJaxError(f"vocabulary has no {token} token")
-            setattr(self, name, tid)
+            setattr(self, f"{role}_id", tid)  # pad_id, unk_id, cls_id, sep_id, mask_id
         self.special_ids = frozenset(
             [self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id]
             + [i for i, t in backend.get_added_tokens_decoder().items() if t.special]
@@ -117,10 +125,13 @@ class BertTokenizer:
         max_len = config.get("model_max_length")
         max_len = int(max_len) if isinstance(max_len, (int, float)) and max_len < _HUGE else None
         if (directory / "tokenizer.json").is_file():
-            try:
-                backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
-            except Exception as e:  # the Rust side raises plain Exception
-                raise BertJaxError(f"{directory / 'tokenizer.json'}: cannot load ({e})") from None
+            backend, kind = tokenizer_json.load(directory / "tokenizer.json")
+            if kind != "WordPiece":  # RoBERTa's BPE, XLM-R's Unigram: run as written
+                specials = tokenizer_json.special_tokens(directory, config)
+                backend = tokenizer_json.with_post_processor(backend, specials)
+                return cls(
+                    backend, model_max_length=max_len, special_tokens=specials, hf_config=config
+                )
             # transformers rebuilds the normaliser from tokenizer_config.json; so do we.
             return cls._assemble(backend, lower, strip, chinese, max_len)
         if (directory / "vocab.txt").is_file():
@@ -224,6 +235,9 @@ class BertTokenizer:
     def save_pretrained(self, directory) -> None:
         """Write tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json."""
         directory = Path(directory)
+        if self.kind != "WordPiece":  # no vocab.txt
+            args = (self.backend, self.special_tokens, self.hf_config, self.model_max_length)
+            return tokenizer_json.save(directory, *args)
         directory.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(directory / "tokenizer.json"))
         by_id = {i: t for t, i in self.backend.get_vocab(with_added_tokens=True).items()}
@@ -280,7 +294,8 @@ class BertTokenizer:
         if padding not in _PADDING:
             raise BertJaxError(f"padding={padding!r}: expected one of {_PADDING}")
         max_length = max_length or self.model_max_length or 512
-        n_special = 2 if pairs is None else 3
+        post = self._encoder.post_processor  # [CLS] A [SEP]: 2 and 3; <s> A </s></s> B </s>: 2, 4
+        n_special = post.num_special_tokens_to_add(pairs is not None) if post else 0
         if truncation and max_length <= n_special:
             raise BertJaxError(f"max_length={max_length} leaves no room beside special tokens")
         if truncation and padding and pad_to_multiple_of and max_length % pad_to_multiple_of:
@@ -296,7 +311,11 @@ class BertTokenizer:
                 enc.enable_truncation(max_length, strategy="longest_first")
             else:
                 enc.no_truncation()
-            pad = dict(pad_id=self.pad_id, pad_token="[PAD]", pad_to_multiple_of=pad_to_multiple_of)
+            pad = dict(
+                pad_id=self.pad_id,
+                pad_token=self.special_tokens["pad"],
+                pad_to_multiple_of=pad_to_multiple_of,
+            )
             if padding == "longest":
                 enc.enable_padding(**pad)
             elif padding == "max_length":
@@ -325,16 +344,29 @@ class BertTokenizer:
 
 
 def train_tokenizer(
-    files_glob: str, vocab_size: int, out_dir, lowercase: bool = True, *, overwrite: bool = False
+    files_glob: str | Callable[[], Iterable[str]],
+    vocab_size: int,
+    out_dir,
+    lowercase: bool = True,
+    *,
+    overwrite: bool = False,
 ) -> BertTokenizer:
-    """Train on the UTF-8 files matching `files_glob` and write `out_dir` atomically; an existing
-    `out_dir` holding anything but tokenizer files is refused unless `overwrite`."""
-    files = sorted(
-        f for f in glob.glob(os.path.expanduser(files_glob), recursive=True) if os.path.isfile(f)
-    )
-    if not files:
-        raise BertJaxError(f"--files {files_glob!r} matches no files")
-    tokenizer = BertTokenizer.train(files, vocab_size=vocab_size, lowercase=lowercase)
+    """Train on the UTF-8 files matching `files_glob` (or on the texts a callable streams, once
+    per pass, e.g. bert_jax.data.sources.corpus_lines) and write `out_dir` atomically; an
+    existing `out_dir` holding anything but tokenizer files is refused unless `overwrite`."""
+    if callable(files_glob):
+        texts = files_glob
+        if next(iter(texts()), None) is None:
+            raise BertJaxError("corpus is empty: no text to train a tokenizer on")
+    else:
+        texts = sorted(
+            f
+            for f in glob.glob(os.path.expanduser(files_glob), recursive=True)
+            if os.path.isfile(f)
+        )
+        if not texts:
+            raise BertJaxError(f"--files {files_glob!r} matches no files")
+    tokenizer = BertTokenizer.train(texts, vocab_size=vocab_size, lowercase=lowercase)
     with staged_dir(out_dir, owned=TOKENIZER_FILES, overwrite=overwrite) as tmp:
         tokenizer.save_pretrained(tmp)
     return tokenizer

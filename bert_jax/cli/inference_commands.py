@@ -17,9 +17,9 @@ def _load(directory, cls=None):
 
 def cmd_embed(args) -> None:
     from bert_jax.inference.embed import embed
-    from bert_jax.model import BertModel
+    from bert_jax.model.auto import encoder_class_for
 
-    model, tokenizer = _load(args.model, BertModel)
+    model, tokenizer = _load(args.model, encoder_class_for(args.model))  # the family's encoder
     texts = read_texts(args)
     vectors = embed(
         model,

@@ -85,7 +85,7 @@ def fill_mask(model, tokenizer: BertTokenizer, text: str, *, top_k: int = 5) -> 
     enc = tokenizer([text], max_length=max_length_for(model, tokenizer))
     positions = np.flatnonzero(enc["input_ids"][0] == tokenizer.mask_id)
     if positions.size == 0:
-        raise BertJaxError("text has no [MASK] token to fill")
+        raise BertJaxError(f"text has no {tokenizer.special_tokens['mask']} token to fill")
     forward = jit_forward(model, _mask_probabilities)
     probs = forward(masked_positions=positions[None], **encoder_inputs(enc))[0]
     results = []

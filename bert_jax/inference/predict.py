@@ -25,6 +25,7 @@ from bert_jax.model.forward import (
     encoder_inputs,
     head_outputs,
     jit_forward,
+    max_positions,
     task_of,
 )
 from bert_jax.tasks.batching import length_buckets, rows_of, sorted_batches
@@ -71,7 +72,7 @@ class Predictor:
         check_vocab(model, tokenizer, "predict")
         self.model, self.tokenizer = model, tokenizer
         self.labels = list(model.config.id2label)
-        limit = model.config.max_position_embeddings
+        limit = max_positions(model.config)
         default = 384 if self.task == "qa" else (tokenizer.model_max_length or limit)
         self.max_length = min(int(max_length or default), limit)
         self.buckets = length_buckets(self.max_length, per_octave=4)  # compiled once each
@@ -162,10 +163,8 @@ class Predictor:
         return results
 
     def _predict_ner(self, texts) -> list[dict]:
-        pre = self.tokenizer.backend.pre_tokenizer
-        split = [pre.pre_tokenize_str(t) for t in texts]  # [(word, (start, end))] on the raw text
-        words = [[w for w, _ in s] or [t.strip()] for s, t in zip(split, texts)]
-        offsets = [[o for _, o in s] or [(0, len(t))] for s, t in zip(split, texts)]
+        offsets = [_word_spans(self.tokenizer.backend.pre_tokenizer, t) for t in texts]
+        words = [[t[a:b] for a, b in offs] for t, offs in zip(texts, offsets)]
         features = encode_ner(self.tokenizer, words, None, {}, self.max_length)
         outputs = self._run(features, token_level=True)
         results = []
@@ -197,6 +196,20 @@ def _task_outputs(model, task: str, **batch):
     if task in ("classification", "ner"):
         return jax.nn.softmax(out, axis=-1)
     return out[..., 0] if task == "regression" else out
+
+
+def _word_spans(pre_tokenizer, text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word of `text` as the tokenizer's pre-tokeniser splits it, without
+    surrounding spaces (byte-level BPE and Metaspace words carry the space before them), so the
+    words are encoded as NER training encodes its word lists."""
+    spans = []
+    for _, (start, end) in pre_tokenizer.pre_tokenize_str(text):
+        word = text[start:end]
+        start += len(word) - len(word.lstrip())
+        end -= len(word) - len(word.rstrip())
+        if end > start:
+            spans.append((start, end))
+    return spans or [(0, len(text))]
 
 
 def _from_records(records, task: str):

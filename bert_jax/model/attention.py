@@ -5,8 +5,15 @@ Layout throughout: (batch, length, heads, head_dim), as `jax.nn.dot_product_atte
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
+
+# Set while tracing a function meant to run anywhere (`portable_attention`): no cuDNN custom call.
+_PORTABLE = contextvars.ContextVar("portable_attention", default=False)
 
 # Added to masked logits. Finite (not -inf) so a fully masked row — a pad query — gives a uniform
 # softmax instead of NaN, which would otherwise leak into gradients.
@@ -48,7 +55,8 @@ def dot_product_attention(
     dropout_rng: jax.Array | None = None,
     return_probs: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
-    """Softmax attention. q/k/v: (B, L, heads, head_dim); mask: bool broadcastable to (B, heads, Q, K).
+    """Softmax attention. q/k/v: (B, L, heads, head_dim); mask: bool broadcastable to
+    (B, heads, Q, K).
 
     Returns (context (B, Q, heads, head_dim), probs (B, heads, Q, K) or None).
     Uses the fused `jax.nn.dot_product_attention` (cuDNN flash kernel on GPU) unless the attention
@@ -72,12 +80,24 @@ def dot_product_attention(
     return context, (probs if return_probs else None)
 
 
+@contextlib.contextmanager
+def portable_attention() -> Iterator[None]:
+    """Within this block, attention traces to XLA's own ops on every backend (never cuDNN's
+    GPU-only custom call), so an exported function lowers for CPU, GPU and TPU alike."""
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
+
+
 def _fused_attention(query, key, value, mask) -> jax.Array:
     """`jax.nn.dot_product_attention`, asking for cuDNN's fused kernel on GPUs with bf16/fp16
     inputs: `implementation=None` picks XLA's own attention there, and cuDNN's took a BERT-base
     step (L=128, bf16) on an H100 from 72 to 65 ms with the same loss. Where cuDNN declines the
     shapes or is missing (checked while tracing), and on other backends, XLA's runs."""
-    if query.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "gpu":
+    fast_dtype = query.dtype in (jnp.bfloat16, jnp.float16)
+    if fast_dtype and jax.default_backend() == "gpu" and not _PORTABLE.get():
         try:
             return jax.nn.dot_product_attention(
                 query, key, value, mask=mask, implementation="cudnn"

@@ -10,33 +10,30 @@ from typing import Any
 import jax.numpy as jnp
 
 from bert_jax.errors import BertJaxError
+from bert_jax.model.formats import FORMATS
 
 # hidden_act names used in HF config.json files → what they mean for us.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "tanh")
-
-# Fields of HF's BertConfig that we read and write ourselves; everything else in a config.json
-# is kept verbatim in `extra` so a load/save round trip loses nothing.
-_HF_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "layer_norm_eps",
-    "pad_token_id",
-    "initializer_range",
-    "classifier_dropout",
+# Fields we read and write ourselves besides the family's (formats.py); everything else in a
+# config.json is kept verbatim in `extra` so a load/save round trip loses nothing.
+_OWN_FIELDS = (
+    "id2label",
+    "label2id",
+    "num_labels",
+    "problem_type",
+    "architectures",
+    "model_type",
+    "dtype",
+    "torch_dtype",
+    "transformers_version",
+    "position_embedding_type",
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-    """Architecture of a BERT encoder. Field names follow HF's `config.json`."""
+    """Architecture of a BERT-style encoder (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT: see
+    formats.py). Field names follow HF's BERT `config.json`; `model_type` names the family."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -52,6 +49,9 @@ class BertConfig:
     pad_token_id: int = 0
     initializer_range: float = 0.02
     classifier_dropout: float | None = None
+    model_type: str = "bert"
+    # ELECTRA: width of the embedding tables, projected to hidden_size; None = hidden_size.
+    embedding_size: int | None = None
     # Label maps for classification / token-classification heads: id2label[i] is label i's name.
     id2label: tuple[str, ...] = ()
     problem_type: str | None = None
@@ -72,11 +72,43 @@ class BertConfig:
             raise BertJaxError(
                 f"config: hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}"
             )
+        if self.model_type not in FORMATS:
+            raise BertJaxError(
+                f"config: model_type {self.model_type!r} is not one of {sorted(FORMATS)}"
+            )
+        projected = self.embedding_size not in (None, self.hidden_size)
+        if (
+            projected
+            and ("embedding_size", "embedding_size") not in FORMATS[self.model_type].fields
+        ):
+            raise BertJaxError(
+                f"config: embedding_size {self.embedding_size} != hidden_size is ELECTRA's; "
+                f"model_type {self.model_type!r} has no embedding projection"
+            )
 
     # ---- derived -----------------------------------------------------------------------------
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the embedding tables (ELECTRA's embedding_size, else hidden_size)."""
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def position_offset(self) -> int:
+        """First position id of a real token: pad_token_id + 1 for RoBERTa/XLM-R, else 0."""
+        return self.pad_token_id + 1 if FORMATS[self.model_type].positions_after_padding else 0
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Longest input the position table serves (514 positions hold 512 RoBERTa tokens)."""
+        return self.max_position_embeddings - self.position_offset
+
+    def hf_value(self, name: str, default: Any = None) -> Any:
+        """A config.json field we keep verbatim (e.g. DistilBERT's qa_dropout), or `default`."""
+        return dict(self.extra).get(name, default)
 
     @property
     def num_labels(self) -> int:
@@ -145,18 +177,25 @@ class BertConfig:
     def large(cls, **kw) -> BertConfig:
         return cls.preset("large", **kw)
 
-    # ---- HF config.json ---------------------------------------------------------------------------
+    # ---- HF config.json -------------------------------------------------------------------------
     @classmethod
     def from_hf_dict(cls, d: dict, *, source: str = "config.json") -> BertConfig:
-        kwargs: dict[str, Any] = {}
-        for name in _HF_FIELDS:
-            if name in d:
-                kwargs[name] = d[name]
-        for required in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
-            if required not in d:
-                raise BertJaxError(f"{source}: field {required!r} is missing")
-        if d.get("model_type", "bert") != "bert":
-            raise BertJaxError(f"{source}: model_type is {d['model_type']!r}, expected 'bert'")
+        """Read a config.json of any family in formats.py (DistilBERT's `dim`, `n_layers`, ...
+        included); `model_type` absent means BERT."""
+        model_type = d.get("model_type", "bert")
+        if model_type not in FORMATS:
+            raise BertJaxError(
+                f"{source}: model_type {model_type!r} is not supported here; expected one of "
+                f"{', '.join(sorted(FORMATS))}"
+            )
+        fmt = FORMATS[model_type]
+        kwargs: dict[str, Any] = {"model_type": model_type, **dict(fmt.fixed)}
+        for ours, theirs in fmt.fields:
+            if theirs in d:
+                kwargs[ours] = d[theirs]
+        for _, theirs in fmt.fields[:4]:  # vocab, width, depth, heads
+            if theirs not in d:
+                raise BertJaxError(f"{source}: field {theirs!r} is missing")
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise BertJaxError(f"{source}: only position_embedding_type 'absolute' is supported")
         if "id2label" in d:
@@ -170,18 +209,7 @@ class BertConfig:
             stored = d.get("dtype") or d.get("torch_dtype")
             if stored in ("bfloat16", "float16", "float32"):
                 kwargs["param_dtype"] = stored if stored != "float16" else "float32"
-        known = set(_HF_FIELDS) | {
-            "id2label",
-            "label2id",
-            "num_labels",
-            "problem_type",
-            "architectures",
-            "model_type",
-            "dtype",
-            "torch_dtype",
-            "transformers_version",
-            "position_embedding_type",
-        }
+        known = {theirs for _, theirs in fmt.fields} | set(_OWN_FIELDS)
         kwargs["extra"] = tuple(sorted((k, v) for k, v in d.items() if k not in known))
         try:
             return cls(**kwargs)
@@ -189,10 +217,12 @@ class BertConfig:
             raise BertJaxError(f"{source}: {e}") from None
 
     def to_hf_dict(self, architectures: list[str] | None = None) -> dict:
+        fmt = FORMATS[self.model_type]
         d: dict[str, Any] = dict(self.extra)
-        d.update({name: getattr(self, name) for name in _HF_FIELDS})
-        d["model_type"] = "bert"
-        d["position_embedding_type"] = "absolute"
+        d.update({theirs: getattr(self, ours) for ours, theirs in fmt.fields})
+        d["model_type"] = self.model_type
+        if self.model_type == "bert":
+            d["position_embedding_type"] = "absolute"
         d["dtype"] = self.param_dtype
         if architectures:
             d["architectures"] = architectures

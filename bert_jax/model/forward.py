@@ -21,6 +21,16 @@ from bert_jax.model.modeling import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
+from bert_jax.model.modernbert import (
+    ModernBertForQuestionAnswering,
+    ModernBertForSequenceClassification,
+    ModernBertForTokenClassification,
+)
+
+# Head classes by task (every family's).
+_SEQUENCE = (BertForSequenceClassification, ModernBertForSequenceClassification)
+_TOKEN = (BertForTokenClassification, ModernBertForTokenClassification)
+_QA = (BertForQuestionAnswering, ModernBertForQuestionAnswering)
 
 # Every input the encoder takes; a batch may hold any subset (plus labels etc., ignored).
 ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "segment_ids", "position_ids")
@@ -51,12 +61,12 @@ def head_outputs(model, batch) -> jax.Array | tuple[jax.Array, jax.Array]:
 
 def task_of(model) -> str:
     """ "classification", "regression", "ner" or "qa" from the model's head class."""
-    if isinstance(model, BertForSequenceClassification):
+    if isinstance(model, _SEQUENCE):
         regression = model.config.num_labels == 1 or model.config.problem_type == "regression"
         return "regression" if regression else "classification"
-    if isinstance(model, BertForTokenClassification):
+    if isinstance(model, _TOKEN):
         return "ner"
-    if isinstance(model, BertForQuestionAnswering):
+    if isinstance(model, _QA):
         return "qa"
     raise BertJaxError(
         f"{type(model).__name__} has no task head; predict needs BertForSequenceClassification, "
@@ -74,7 +84,13 @@ def check_vocab(model: nnx.Module, tokenizer, where: str) -> None:
         )
 
 
+def max_positions(config) -> int:
+    """Longest input a config's positions serve: max_position_embeddings, less RoBERTa's
+    offset (its 514 positions hold 512 tokens)."""
+    return getattr(config, "max_sequence_length", config.max_position_embeddings)
+
+
 def max_length_for(model: nnx.Module, tokenizer) -> int:
     """Longest input the model takes: texts beyond it are truncated (documented behaviour)."""
-    limit = model.config.max_position_embeddings
+    limit = max_positions(model.config)
     return min(limit, tokenizer.model_max_length or limit)

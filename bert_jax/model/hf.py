@@ -1,12 +1,13 @@
 """The Hugging Face directory format, both ways: `config.json` + weights (+ tokenizer files).
 
 Reads `model.safetensors`, sharded `model.safetensors.index.json`, or `pytorch_model.bin` (through
-`torch.load(weights_only=True)`, never pickle); keys with or without the `bert.` prefix; legacy
-`gamma`/`beta` LayerNorm names. Writes `config.json` + `model.safetensors` (+ tokenizer) atomically,
-with exactly the keys `transformers.BertFor<Head>` expects.
+`torch.load(weights_only=True)`, never pickle); keys with or without the family's prefix (`bert.`,
+`roberta.`, ...); legacy `gamma`/`beta` LayerNorm names; tied copies of the output embeddings.
+Writes `config.json` + `model.safetensors` (+ tokenizer) atomically, with exactly the keys
+`transformers.<Family>For<Head>` expects.
 
-Our parameter paths and HF keys differ only by a fixed table (`hf_key`); Linear kernels are stored
-(in, out) by Flax and (out, in) by PyTorch, so they are transposed on the way in and out.
+Our parameter paths and HF keys differ only by the family's table (`hf_key`, formats.py); Linear
+kernels are stored (in, out) by Flax and (out, in) by PyTorch, so they are transposed both ways.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flax import nnx
 from bert_jax.errors import BertJaxError
 from bert_jax.io import read_json, staged_dir
 from bert_jax.model.config import BertConfig
+from bert_jax.model.formats import BUFFER_KEY, ENCODER_KEY, FORMATS
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -40,59 +42,40 @@ SAVED_FILES = frozenset(
     }
 )
 
-# Module path (dotted, without the leaf name) → HF module name. Applied in order, first match wins.
-_MODULE_TABLE = [
-    (r"embeddings\.word", "embeddings.word_embeddings"),
-    (r"embeddings\.position", "embeddings.position_embeddings"),
-    (r"embeddings\.token_type", "embeddings.token_type_embeddings"),
-    (r"embeddings\.norm", "embeddings.LayerNorm"),
-    (r"layers\.(\d+)\.attention\.(query|key|value)", r"encoder.layer.\1.attention.self.\2"),
-    (r"layers\.(\d+)\.attention\.output", r"encoder.layer.\1.attention.output.dense"),
-    (r"layers\.(\d+)\.attention\.norm", r"encoder.layer.\1.attention.output.LayerNorm"),
-    (r"layers\.(\d+)\.mlp\.intermediate", r"encoder.layer.\1.intermediate.dense"),
-    (r"layers\.(\d+)\.mlp\.output", r"encoder.layer.\1.output.dense"),
-    (r"layers\.(\d+)\.mlp\.norm", r"encoder.layer.\1.output.LayerNorm"),
-    (r"pooler", "pooler.dense"),
-    (r"mlm\.transform", "cls.predictions.transform.dense"),
-    (r"mlm\.norm", "cls.predictions.transform.LayerNorm"),
-    (r"mlm", "cls.predictions"),
-    (r"nsp", "cls.seq_relationship"),
-    (r"(classifier|qa_outputs)", r"\1"),
-]
 _LEAF_TABLE = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
 
-# Tensors HF checkpoints may hold that are not parameters: buffers, and tied copies.
-_IGNORED_KEYS = re.compile(
-    r"(bert\.)?embeddings\.(position_ids|token_type_ids)$|cls\.predictions\.decoder\.(weight|bias)$"
-)
-_ENCODER_KEY = re.compile(r"(embeddings|encoder|pooler)\.")
+_BUFFER_KEY = re.compile(BUFFER_KEY)  # buffers HF checkpoints may hold: not parameters
+_ENCODER_KEY = re.compile(ENCODER_KEY)
 
 
-def hf_key(path: tuple) -> tuple[str, bool]:
+def hf_key(path: tuple, model_type: str = "bert") -> tuple[str, bool]:
     """Our parameter path → (HF key, transpose?). E.g. ('bert','layers',0,'attention','query',
-    'kernel') → ('bert.encoder.layer.0.attention.self.query.weight', True)."""
+    'kernel') → ('bert.encoder.layer.0.attention.self.query.weight', True); with model_type
+    "distilbert" → ('distilbert.transformer.layer.0.attention.q_lin.weight', True)."""
+    fmt = FORMATS[model_type]
     *module, leaf = (str(p) for p in path)
     prefix = ""
-    if module and module[0] == "bert":
-        prefix, module = "bert.", module[1:]
+    if module and module[0] == "bert":  # a head's encoder: HF's base_model_prefix
+        prefix, module = fmt.prefix + ".", module[1:]
     dotted = ".".join(module)
-    for pattern, replacement in _MODULE_TABLE:
+    for pattern, replacement in fmt.modules:
         if re.fullmatch(pattern, dotted):
             name = re.sub(pattern, replacement, dotted)
             return f"{prefix}{name}.{_LEAF_TABLE[leaf]}", leaf == "kernel"
     raise KeyError(f"no HF name for parameter {'/'.join(map(str, path))}")
 
 
-def canonical_key(key: str, with_prefix: bool) -> str:
-    """A checkpoint key in our canonical HF spelling: legacy LayerNorm names fixed, `bert.` prefix
-    present exactly when the target model is a head class."""
+def canonical_key(key: str, with_prefix: bool, model_type: str = "bert") -> str:
+    """A checkpoint key in our canonical HF spelling: legacy LayerNorm names fixed, the family's
+    prefix (`bert.`, `roberta.`, ...) present exactly when the target model is a head class."""
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
     key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
-    has_prefix = key.startswith("bert.")
+    prefix = FORMATS[model_type].prefix + "."
+    has_prefix = key.startswith(prefix)
     if with_prefix and not has_prefix and _ENCODER_KEY.match(key):
-        return "bert." + key
+        return prefix + key
     if not with_prefix and has_prefix:
-        return key[len("bert.") :]
+        return key[len(prefix) :]
     return key
 
 
@@ -154,7 +137,8 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
     if os.path.isfile(binary):
         return _load_torch_bin(binary)
     raise BertJaxError(
-        f"{directory}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {PYTORCH_BIN})"
+        f"{directory}: no weights found "
+        f"(expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {PYTORCH_BIN})"
     )
 
 
@@ -168,7 +152,7 @@ def params_to_hf(model: nnx.Module) -> dict[str, np.ndarray]:
     """The model's parameters as an HF state dict (numpy, PyTorch orientation)."""
     out = {}
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        key, transpose = hf_key(path)
+        key, transpose = hf_key(path, model.config.model_type)
         value = np.asarray(variable.get_value())
         out[key] = np.ascontiguousarray(value.T if transpose else value)
     return out
@@ -180,14 +164,16 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
     Missing parameters keep their fresh initialisation (one warning names them); unexpected tensors
     are listed in a warning; a shape mismatch is an error naming the tensor and both shapes.
     """
+    model_type = model.config.model_type
     with_prefix = hasattr(model, "bert")  # heads hold the encoder at .bert; BertModel is it
     available = {}
     for key, value in tensors.items():
-        if not _IGNORED_KEYS.fullmatch(key):
-            available[canonical_key(key, with_prefix)] = value
+        if not _BUFFER_KEY.fullmatch(key):
+            available[canonical_key(key, with_prefix, model_type)] = value
+    _resolve_ties(available, model_type, with_prefix, check=hasattr(model, "mlm"), source=source)
     missing, used = [], set()
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        key, transpose = hf_key(path)
+        key, transpose = hf_key(path, model_type)
         if key not in available:
             missing.append(key)
             continue
@@ -201,7 +187,9 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
         variable.set_value(jnp.asarray(value, dtype=variable.get_value().dtype))
         used.add(key)
     if not used:
-        raise BertJaxError(f"{source}: no BERT weights found (none of its tensor names match)")
+        raise BertJaxError(
+            f"{source}: no {model_type} weights found (none of its tensor names match)"
+        )
     unexpected = sorted(set(available) - used)
     if missing:
         warnings.warn(
@@ -213,6 +201,28 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
             f"{source}: unused tensors in the checkpoint: {', '.join(unexpected)}", stacklevel=3
         )
     return {"missing": missing, "unexpected": unexpected}
+
+
+def _resolve_ties(available: dict, model_type: str, with_prefix: bool, *, check: bool, source):
+    """Drop the checkpoint's copies of tied tensors (the MLM decoder = the word embeddings, its
+    bias = the head's bias). A copy stands in for its original when that is absent (older
+    checkpoints); with `check` (an MLM model) a copy that differs is an error, since our decoder
+    is always tied."""
+    for copy, original in FORMATS[model_type].tied:
+        if copy not in available:
+            continue
+        value = available.pop(copy)
+        original = canonical_key(original, with_prefix, model_type)
+        if original not in available:
+            available[original] = value
+        elif check and (
+            value.shape != available[original].shape
+            or not np.array_equal(value, available[original])
+        ):
+            raise BertJaxError(
+                f"{source}: {copy} differs from {original}; untied output embeddings are not "
+                "supported"
+            )
 
 
 def from_pretrained(
@@ -229,6 +239,11 @@ def from_pretrained(
     HF key matches a `dont_load` regex keep their fresh initialisation (e.g. a new head)."""
     directory = os.fspath(directory)
     config = read_config(directory)
+    if config.model_type != cls.family():
+        raise BertJaxError(
+            f"{directory}: config.json holds a {config.model_type!r} model; {cls.__name__} reads "
+            f"{cls.family()!r} (bert_jax.model.load_model picks the class for you)"
+        )
     if dtype is not None:
         config_changes["dtype"] = dtype
     if config_changes:
