@@ -83,6 +83,14 @@ def cmd_plot(args) -> None:
 
 
 def register(sub) -> None:
+    _add_embed(sub)
+    _add_fill_mask(sub)
+    _add_predict(sub)
+    _add_explain(sub)
+    _add_plot(sub)
+
+
+def _add_embed(sub) -> None:
     p = sub.add_parser(
         "embed",
         help="sentence embeddings as JSON lines",
@@ -96,6 +104,8 @@ def register(sub) -> None:
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_embed)
 
+
+def _add_fill_mask(sub) -> None:
     p = sub.add_parser(
         "fill-mask",
         help="predict the [MASK] tokens of a text",
@@ -106,6 +116,8 @@ def register(sub) -> None:
     p.add_argument("text", metavar="TEXT")
     p.set_defaults(func=cmd_fill_mask)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="predictions of a fine-tuned model as JSON lines",
@@ -129,6 +141,8 @@ def register(sub) -> None:
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_explain(sub) -> None:
     p = sub.add_parser(
         "explain",
         help="word attributions for a classifier's predictions (JSON lines)",
@@ -151,6 +165,8 @@ def register(sub) -> None:
     p.add_argument("text", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_explain)
 
+
+def _add_plot(sub) -> None:
     p = sub.add_parser(
         "plot",
         help="PNG of the loss/accuracy curves of one or more runs",

@@ -75,7 +75,8 @@ def _mask_probabilities(model, masked_positions, **inputs):
 
 
 def fill_mask(model, tokenizer: BertTokenizer, text: str, *, top_k: int = 5) -> list[dict]:
-    """Top-k predictions for each [MASK] in `text`: [{"position", "predictions": [{token, score}]}]."""
+    """Top-k predictions for each mask token in `text`:
+    [{"position", "predictions": [{"token", "token_id", "score"}]}]."""
     if not isinstance(model, (BertForMaskedLM, BertForPreTraining)):
         raise BertJaxError(
             f"fill-mask needs a model with an MLM head (BertForMaskedLM/BertForPreTraining), "

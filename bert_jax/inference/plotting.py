@@ -1,4 +1,4 @@
-"""Notebook views of `bert_jax.inference.explain` results: the text with each word shaded by its attribution.
+"""Notebook views of `explain` results: the text with each word shaded by its attribution.
 
 Green for positive attributions (pushing towards the explained label), red for negative; the
 shade's strength is |attribution| / max |attribution| within the text. `attribution_html` needs
