@@ -259,21 +259,19 @@ def integrated_gradients(
                 entities.append(_entity_entry(text, ent, explained["words"]) | explained)
             results.append({"text": text, "method": "ig", "entities": entities})
             continue
-        regression = logits.shape[-1] == 1
-        t = 0 if regression else (int(logits.argmax()) if target is None else target)
-        score = float(logits[0]) if regression else float(jax.nn.softmax(logits)[t])
-        weights = np.eye(logits.shape[-1], dtype=np.float32)[t]
-        results.append(
-            {
-                "text": text,
-                "method": "ig",
-                "label": None if regression else _label_name(config, t),
-                "target": t,
-                "score": score,
-                **_attribute(*ig, weights, **path),
-            }
-        )
+        head = _prediction(config, logits, target)
+        weights = np.eye(logits.shape[-1], dtype=np.float32)[head["target"]]
+        results.append({"text": text, "method": "ig", **head, **_attribute(*ig, weights, **path)})
     return results
+
+
+def _prediction(config, logits: np.ndarray, target: int | None) -> dict:
+    """{"label", "target", "score"} of a sequence head's logits (C,): the explained class (the
+    prediction unless `target`) and its probability; a regression head's output itself."""
+    regression = logits.shape[-1] == 1
+    t = 0 if regression else (int(logits.argmax()) if target is None else target)
+    score = float(logits[0]) if regression else float(jax.nn.softmax(logits)[t])
+    return {"label": None if regression else _label_name(config, t), "target": t, "score": score}
 
 
 def _check_ig_arguments(model, tokenizer, target, steps, batch_size, baseline) -> None:
@@ -346,19 +344,9 @@ def attention_rollout(model, tokenizer: BertTokenizer, texts: str | Sequence[str
                 entities.append(_entity_entry(text, ent, words) | {"words": words})
             results.append({"text": text, "method": "rollout", "entities": entities})
             continue
-        regression = logits.shape[-1] == 1
-        t = 0 if regression else int(logits.argmax())
-        score = float(logits[0]) if regression else float(jax.nn.softmax(logits)[t])
-        results.append(
-            {
-                "text": text,
-                "method": "rollout",
-                "label": None if regression else _label_name(config, t),
-                "target": t,
-                "score": score,
-                "words": _words(text, spans, rollout[0]),
-            }
-        )
+        head = _prediction(config, logits, None)
+        words = _words(text, spans, rollout[0])
+        results.append({"text": text, "method": "rollout", **head, "words": words})
     return results
 
 
