@@ -384,3 +384,9 @@ def test_bert_tokenizer_wrapper_is_accepted(tokenizer):
     assert features.encode_classification(wrapped, texts, pairs, 64) == (
         features.encode_classification(tokenizer, texts, pairs, 64)
     )
+
+
+def test_classification_metrics_report_the_majority_baseline():
+    got = metrics.classification_metrics([2, 2, 2, 0, 1], [2, 0, 2, 0, 1])
+    assert got["majority_accuracy"] == pytest.approx(0.6)  # always "2"
+    assert got["accuracy"] == pytest.approx(0.8)

@@ -99,11 +99,15 @@ def spearman(x, y) -> float:
 
 
 def classification_metrics(labels, preds) -> dict[str, float]:
-    """{"accuracy", "macro_f1", "mcc"}; `preds` may be class ids or (N, C) logits."""
+    """{"accuracy", "macro_f1", "mcc", "majority_accuracy"}; `preds` may be class ids or (N, C)
+    logits. `majority_accuracy` is what always answering the most frequent label scores: the
+    floor an accuracy must clear to mean anything."""
+    labels = np.asarray(labels)
     return {
         "accuracy": accuracy(labels, preds),
         "macro_f1": macro_f1(labels, preds),
         "mcc": matthews_corrcoef(labels, preds),
+        "majority_accuracy": float(np.bincount(labels).max() / max(len(labels), 1)),
     }
 
 
