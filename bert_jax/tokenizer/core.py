@@ -1,5 +1,5 @@
 """WordPiece tokenizer on Hugging Face `tokenizers` (Rust): load, train, save, encode with offsets.
-Loads RoBERTa's byte-level BPE and XLM-R's Unigram tokenizer.json as well (tokenizer_json.py).
+Loads RoBERTa's byte-level BPE and XLM-R's Unigram tokenizer.json as well (formats.py).
 
 Directories use the HF layout (tokenizer.json, vocab.txt, tokenizer_config.json,
 special_tokens_map.json): `transformers.BertTokenizerFast.from_pretrained(dir)` reads what we write.
@@ -9,7 +9,6 @@ tokenizer_config.json (defaults True / None / True); `strip_accents=None` means 
 
 from __future__ import annotations
 
-import functools
 import glob
 import os
 import threading
@@ -25,14 +24,13 @@ from tokenizers import (
     normalizers,
     pre_tokenizers,
     processors,
-    trainers,
 )
 
-from bert_jax import tokenizer_json
 from bert_jax.errors import BertJaxError
-from bert_jax.io import check_utf8, read_json, staged_dir, write_json
+from bert_jax.io import read_json, staged_dir, write_json
+from bert_jax.tokenizer import formats
+from bert_jax.tokenizer.training import SPECIAL_TOKENS, train_wordpiece
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in trained vocabs
 # What `save_pretrained` writes (a directory holding only these may be replaced by a new save).
 TOKENIZER_FILES = frozenset(
     {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"}
@@ -68,7 +66,7 @@ class BertTokenizer:
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
         self.model_max_length = model_max_length
-        self.special_tokens = dict(special_tokens or zip(tokenizer_json.ROLES, SPECIAL_TOKENS))
+        self.special_tokens = dict(special_tokens or zip(formats.ROLES, SPECIAL_TOKENS))
         self.hf_config = dict(hf_config or {})  # a BPE/Unigram tokenizer_config.json, kept
         for role, token in self.special_tokens.items():
             tid = backend.token_to_id(token)
@@ -125,10 +123,10 @@ class BertTokenizer:
         max_len = config.get("model_max_length")
         max_len = int(max_len) if isinstance(max_len, (int, float)) and max_len < _HUGE else None
         if (directory / "tokenizer.json").is_file():
-            backend, kind = tokenizer_json.load(directory / "tokenizer.json")
+            backend, kind = formats.load(directory / "tokenizer.json")
             if kind != "WordPiece":  # RoBERTa's BPE, XLM-R's Unigram: run as written
-                specials = tokenizer_json.special_tokens(directory, config)
-                backend = tokenizer_json.with_post_processor(backend, specials)
+                specials = formats.special_tokens(directory, config)
+                backend = formats.with_post_processor(backend, specials)
                 return cls(
                     backend, model_max_length=max_len, special_tokens=specials, hf_config=config
                 )
@@ -155,58 +153,25 @@ class BertTokenizer:
     @classmethod
     def train(
         cls,
-        texts: Sequence[str | os.PathLike] | Iterable[str] | Callable[[], Iterable[str]],
+        texts,
         *,
         vocab_size: int = 30522,
         lowercase: bool = True,
         min_frequency: int = 2,
         limit_alphabet: int = 1000,
     ) -> BertTokenizer:
-        """Train a WordPiece vocab: a list/tuple means file paths (UTF-8 text), a callable returns
-        a fresh iterable of texts at each call, any other iterable yields texts (held in memory,
-        as training reads the texts twice).
-
-        Special tokens come first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. The vocabulary is a
-        pure function of (texts, settings): `tokenizers` gives continuing-subword tokens (`##e`)
-        ids in hash-map order, and those ids break ties between equally frequent merges
-        (huggingface/tokenizers#1794), so two runs could learn different vocabularies. A cheap
-        first pass (no merges) finds those tokens; the real pass gets them up front, sorted.
-        """
-        if vocab_size < len(SPECIAL_TOKENS) + 1:
-            raise BertJaxError(
-                f"vocab_size must be at least {len(SPECIAL_TOKENS) + 1}, got {vocab_size}"
-            )
-        if isinstance(texts, (list, tuple)):
-            files = [str(f) for f in texts]
-            for f in files:
-                if not os.path.isfile(f):
-                    raise BertJaxError(f"{f}: no such file")
-                check_utf8(f)
-            fit = lambda backend, trainer: backend.train(files, trainer)
-        else:
-            if not callable(texts):
-                texts = list(texts)
-            fresh = texts if callable(texts) else (lambda: iter(texts))
-            fit = lambda backend, trainer: backend.train_from_iterator(fresh(), trainer)
-
-        run = functools.partial(
-            _train_wordpiece,
-            fit,
+        """Train a WordPiece vocab (deterministically: see `training.train_wordpiece`): a
+        list/tuple means file paths (UTF-8 text), a callable returns a fresh iterable of texts at
+        each call, any other iterable yields texts. Special tokens come first: [PAD]=0 [UNK]=1
+        [CLS]=2 [SEP]=3 [MASK]=4."""
+        backend = train_wordpiece(
+            texts,
+            vocab_size=vocab_size,
             lowercase=lowercase,
             min_frequency=min_frequency,
             limit_alphabet=limit_alphabet,
         )
-        first = run(len(SPECIAL_TOKENS), list(SPECIAL_TOKENS))  # alphabet + ## tokens, no merges
-        continuing = sorted(t for t in first.get_vocab() if t.startswith("##"))
-        backend = run(vocab_size, list(SPECIAL_TOKENS) + continuing)
-        # Rebuild from the vocabulary alone: the ## tokens were registered as special tokens only
-        # to fix their ids; in the tokenizer they are ordinary WordPiece entries.
-        vocab = backend.get_vocab()
-        plain = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-        plain.add_special_tokens(
-            [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
-        )
-        return cls._assemble(plain, lowercase, None, True, None)
+        return cls._assemble(backend, lowercase, None, True, None)
 
     @classmethod
     def _assemble(cls, backend, lower, strip, chinese, max_len) -> BertTokenizer:
@@ -237,7 +202,7 @@ class BertTokenizer:
         directory = Path(directory)
         if self.kind != "WordPiece":  # no vocab.txt
             args = (self.backend, self.special_tokens, self.hf_config, self.model_max_length)
-            return tokenizer_json.save(directory, *args)
+            return formats.save(directory, *args)
         directory.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(directory / "tokenizer.json"))
         by_id = {i: t for t, i in self.backend.get_vocab(with_added_tokens=True).items()}
@@ -419,19 +384,3 @@ def _stacked(rows: dict[str, list], max_length: int) -> dict[str, np.ndarray]:
         shape = (len(v), width, 2) if k == "offsets" else (len(v), width)
         out[k] = np.asarray(v, np.int32).reshape(shape)
     return out
-
-
-def _train_wordpiece(fit, size: int, specials: list[str], **settings) -> Tokenizer:
-    """One `tokenizers` WordPiece training run over the texts `fit` feeds it."""
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=settings.pop("lowercase"))
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=size,
-        special_tokens=specials,
-        continuing_subword_prefix="##",
-        show_progress=False,
-        **settings,
-    )
-    fit(backend, trainer)
-    return backend
