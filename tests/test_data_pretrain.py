@@ -14,7 +14,13 @@ from bert_jax.data.packing import (
     real_token_fraction,
     tokenize_documents,
 )
-from bert_jax.data.pipeline import BATCH_KEYS, PretrainBatches, eval_batches
+from bert_jax.data.pipeline import (
+    BATCH_KEYS,
+    ArrayRows,
+    PretrainBatches,
+    eval_batches,
+    shuffled_rows,
+)
 from bert_jax.data.sources import bundled_shakespeare, load_corpus, read_text_files, split_documents
 from bert_jax.errors import BertJaxError
 
@@ -296,7 +302,7 @@ def test_pipeline_shards_make_the_global_batch(small_rows, masking):
     common = dict(batch_size=8, seed=2, masking=masking, prefetch=0)
     whole = PretrainBatches(small_rows, shard_index=0, shard_count=1, **common)
     shards = [PretrainBatches(small_rows, shard_index=h, shard_count=2, **common) for h in (0, 1)]
-    for step in range(6):
+    for _ in range(6):
         full = next(whole)
         parts = [next(s) for s in shards]
         for k in full:
@@ -321,6 +327,46 @@ def test_eval_batches_pad_the_last_batch(small_rows, masking):
     assert all(_equal(a, b) for a, b in zip(batches, again))
     ref = mask_row(_row(small_rows, 33), seed=4, epoch=0, index=33, **masking.kwargs())
     assert np.array_equal(last["masked_positions"][1], ref["masked_positions"])
+
+
+def test_epoch_order_is_a_keyed_permutation_in_constant_memory():
+    for n in (1, 2, 3, 37, 1000, 65_537):
+        order = shuffled_rows(np.arange(n), n, seed=5, epoch=0)
+        assert sorted(order.tolist()) == list(range(n)), n
+    a, b = (shuffled_rows(np.arange(1000), 1000, 5, e) for e in (0, 1))
+    assert not np.array_equal(a, b) and not np.array_equal(a, np.arange(1000))
+    assert abs(np.corrcoef(np.arange(1000), a)[0, 1]) < 0.1  # no trace of the input order
+    # Any position of a 35 M-row epoch without materialising the order.
+    big = shuffled_rows(np.array([0, 17_000_000, 34_999_999]), 35_000_000, 1, 3)
+    assert big.min() >= 0 and big.max() < 35_000_000 and len(set(big.tolist())) == 3
+    assert np.array_equal(shuffled_rows(np.arange(9), 9, 1, 0, shuffle=False), np.arange(9))
+
+
+def test_pipeline_over_a_prepared_dataset_equals_the_same_rows_in_memory(
+    shakespeare, tokenizer, masking, tmp_path
+):
+    from bert_jax.data.prepare import prepare
+    from bert_jax.data.shards import PreparedDataset
+
+    docs = shakespeare[:60]
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("".join("\n".join(d) + "\n\n" for d in docs), encoding="utf-8")
+    tok_dir = tmp_path / "tok"
+    tokenizer.save_pretrained(tok_dir)
+    prepare(str(corpus), str(tok_dir), tmp_path / "data", max_length=64, workers=1, progress=False)
+    split = PreparedDataset(tmp_path / "data").split("train")
+    rows = build_packed_rows(docs, tokenizer, 64)
+    assert len(split) == len(rows["input_ids"])
+    common = dict(batch_size=8, seed=3, masking=masking, shard_index=0, shard_count=1, prefetch=0)
+    on_disk, in_ram = PretrainBatches(split, **common), PretrainBatches(ArrayRows(rows), **common)
+    for step in (0, 1, 7, 40):  # 40: a later epoch
+        assert _equal(on_disk.batch_at(step), in_ram.batch_at(step))
+    assert on_disk.get_state()["rows_fingerprint"].endswith(":train")
+    whole = {**masking.kwargs(), "whole_word": True}  # word ids survive the round trip
+    ww = MaskingConfig(**whole)
+    a = PretrainBatches(split, **{**common, "masking": ww}).batch_at(2)
+    b = PretrainBatches(rows, **{**common, "masking": ww}).batch_at(2)
+    assert _equal(a, b)
 
 
 def test_pipeline_nsp_labels_pass_through(shakespeare, tokenizer, masking):

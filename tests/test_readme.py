@@ -18,11 +18,15 @@ README = os.path.join(ROOT, "README.md")
 # Appended to the README's training commands so the test takes seconds, not minutes.
 SHORT_PRETRAIN = (
     " --config.train.steps=4 --config.optimizer.warmup_steps=1 --config.train.batch_size=8"
-    " --config.data.max_length=32 --config.data.vocab_size=1000 --config.model.max_position_embeddings=64"
+    " --config.data.max_length=32 --config.data.vocab_size=1000"
+    " --config.model.max_position_embeddings=64"
     " --config.train.eval_every=4 --config.train.checkpoint_every=4 --config.train.log_every=2"
     " --config.train.eval_batches=1 --config.train.progress=false"
 )
-SHORT_DATA = " --config.data.max_train_examples=48 --config.data.max_eval_examples=32 --config.data.max_length=32"
+SHORT_DATA = (
+    " --config.data.max_train_examples=48 --config.data.max_eval_examples=32"
+    " --config.data.max_length=32"
+)
 SHORT_FINETUNE = (
     SHORT_DATA
     + " --config.train.epochs=1 --config.train.batch_size=16 --config.train.progress=false"
@@ -123,8 +127,13 @@ def test_demo_script_runs_shortened(bin_dir, tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "test-set metrics" in proc.stdout and '"accuracy"' in proc.stdout
-    assert os.path.isfile(tmp_path / "runs" / "tweet_sentiment" / "model" / "model.safetensors")
+    out = proc.stdout
+    assert "mlm_accuracy" in out and "unigram entropy" in out  # scores beside their baselines
+    assert "accuracy" in out and "a model that ignores the text" in out
+    runs = tmp_path / "runs"
+    assert os.path.isfile(runs / "tweet_sentiment" / "model" / "model.safetensors")
+    for run in ("tiny_shakespeare", "tweet_sentiment"):
+        assert (runs / run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_every_subcommand_in_the_readme_has_help(capsys):

@@ -1,11 +1,12 @@
 """`bert-jax` command line: parses arguments and calls the library. No logic of its own.
 
 One module per group of subcommands, each with `register(subparsers)`: model files (convert,
-tokenizer), inference (embed, fill-mask, predict, explain, plot), training (pretrain, finetune,
-evaluate, sweep). User mistakes (BertJaxError, bad arguments, and OSErrors such as a full disk or
-a read-only directory) print one `error: ...` line and exit with status 2; internal bugs keep
-their traceback. Subcommands import the library inside their function: `bert-jax --help` should
-not pay for loading JAX.
+export, tokenizer), inference (embed, fill-mask, predict, explain, plot), data (prepare),
+training (pretrain,
+finetune, evaluate, sweep). User mistakes (BertJaxError, bad arguments, and OSErrors such as a
+full disk or a read-only directory) print one `error: ...` line and exit with status 2; internal
+bugs keep their traceback. Subcommands import the library inside their function: `bert-jax
+--help` should not pay for loading JAX.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import os
 import sys
 import warnings
 
-from bert_jax.cli import inference_commands, model_commands, training_commands
+from bert_jax.cli import data_commands, inference_commands, model_commands, training_commands
 from bert_jax.cli.common import Parser
 from bert_jax.errors import BertJaxError
 
-GROUPS = (model_commands, inference_commands, training_commands)
+GROUPS = (model_commands, inference_commands, data_commands, training_commands)
 
 
 def build_parser() -> Parser:

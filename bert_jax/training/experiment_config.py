@@ -28,7 +28,16 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
         raise BertJaxError(f"--config {path}: cannot be loaded ({type(e).__name__}: {e})") from None
     if not hasattr(module, "get_config"):
         raise BertJaxError(f"--config {path}: defines no get_config()")
-    return module.get_config(arg) if arg is not None else module.get_config()
+    call = f"get_config({arg!r})" if arg is not None else "get_config()"
+    try:
+        config = module.get_config(arg) if arg is not None else module.get_config()
+    except Exception as e:  # e.g. an unknown `:phase` (ValueError) or one it takes none of
+        raise BertJaxError(f"--config {path}: {call} failed ({type(e).__name__}: {e})") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise BertJaxError(
+            f"--config {path}: {call} returned {type(config).__name__}, not a ConfigDict"
+        )
+    return config
 
 
 def _parse_value(text: str, current):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -23,8 +24,9 @@ from bert_jax.errors import BertJaxError
 from bert_jax.io import read_json, write_json
 from bert_jax.model import model_class_for
 from bert_jax.model.auto import class_for_task, read_config
+from bert_jax.model.device import describe_dtype, enable_compilation_cache, resolve_dtype
 from bert_jax.model.forward import jit_forward, max_positions, task_of
-from bert_jax.tasks.batching import length_buckets
+from bert_jax.tasks.batching import fitted_buckets, length_buckets
 from bert_jax.tasks.datasets import TaskData, load_task_data
 from bert_jax.tokenizer import BertTokenizer
 from bert_jax.training import sharding
@@ -40,6 +42,7 @@ from bert_jax.training.evaluation import (
 from bert_jax.training.objectives import make_objective
 from bert_jax.training.trainer import Trainer
 from bert_jax.training.trainer_config import OptimizerConfig, TrainerConfig
+from bert_jax.training.workdir import claims_workdir
 
 
 def default_model_dir() -> str:
@@ -67,7 +70,7 @@ def task_model(config, model_dir: str, data: TaskData) -> nnx.Module:
     new_head = "id2label" in changes and len(changes["id2label"]) != len(source.id2label or ())
     model = class_for_task(model_dir, data.kind).from_pretrained(  # the directory's family
         model_dir,
-        dtype=config.dtype or None,
+        dtype=resolve_dtype(config.dtype),
         seed=int(config.train.seed),
         dont_load=[r"classifier\..*"] if new_head else [],
         **changes,
@@ -78,6 +81,16 @@ def task_model(config, model_dir: str, data: TaskData) -> nnx.Module:
             f"data.max_length {max_length} exceeds the {limit} positions the model serves"
         )
     return model
+
+
+def task_buckets(config, data: TaskData) -> list[int]:
+    """The padded lengths of training and evaluation batches: `data.length_buckets` fitted to
+    the examples' lengths (each is compiled once for training, once for evaluation)."""
+    max_length, count = int(config.data.max_length), int(config.data.length_buckets)
+    if count <= 0:
+        return length_buckets(max_length)
+    lengths = [len(f["input_ids"]) for f in (data.train or []) + data.eval]
+    return fitted_buckets(lengths, max_length, count)
 
 
 def trainer_config(config, steps_per_epoch: int) -> TrainerConfig:
@@ -133,6 +146,7 @@ class _KeepBest:
             write_json(self.path, self.best)
 
 
+@claims_workdir("finetune")  # checks the config, locks the workdir, writes experiment_config.json
 def finetune(config, workdir: str) -> dict:
     """Fine-tune per `config` (configs/finetune/*.py) in `workdir`; returns the kept model's
     metrics.
@@ -143,16 +157,16 @@ def finetune(config, workdir: str) -> dict:
     {"stopped_at_step": N}; running it again continues from there.
     """
     sharding.maybe_initialize_distributed()
+    enable_compilation_cache()
     model_dir = config.model or default_model_dir()
     tokenizer = BertTokenizer.from_pretrained(model_dir)
     data = load_task_data(config, tokenizer)
     model = task_model(config, model_dir, data)
-    os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "experiment_config.json"), config.to_dict())
+        print(describe_dtype(config.dtype, model.config.dtype), file=sys.stderr)
 
     t = config.train
-    buckets = length_buckets(int(config.data.max_length))
+    buckets = task_buckets(config, data)
     batches = EpochBatches(
         data.train,
         batch_size=int(t.batch_size),
@@ -192,7 +206,7 @@ def evaluate(model_dir: str, config) -> dict:
     """Metrics of a fine-tuned HF-format model on `config`'s evaluation data (label ids from the
     model's own id2label)."""
     cls = model_class_for(model_dir)
-    model = cls.from_pretrained(model_dir, dtype=config.dtype or None)
+    model = cls.from_pretrained(model_dir, dtype=resolve_dtype(config.dtype))
     kind = task_of(model)
     regression = kind == "regression"
     kind = "classification" if regression else kind

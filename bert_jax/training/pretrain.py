@@ -1,4 +1,5 @@
-"""Pretraining: corpus → tokenizer → packed (or NSP) rows → masked batches → Trainer → HF model dir.
+"""Pretraining: corpus → tokenizer → prepared shards (packed or NSP rows, on disk) → masked
+batches → Trainer → HF model dir. A raw corpus spec is prepared into workdir/dataset first.
 
 `train_and_evaluate(config, workdir)` is what `bert-jax pretrain` runs; tests and notebooks call it
 directly. Rerunning it with the same workdir resumes from the newest checkpoint.
@@ -7,25 +8,32 @@ directly. Rerunning it with the same workdir resumes from the newest checkpoint.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from bert_jax.data.baselines import batches_unigram_baseline
 from bert_jax.data.masking import MaskingConfig
 from bert_jax.data.pipeline import PretrainBatches, eval_batches, pretrain_rows
-from bert_jax.data.sources import load_corpus, split_documents
+from bert_jax.data.prepare import prepare_for_training, training_documents
+from bert_jax.data.shards import PreparedDataset, is_prepared
+from bert_jax.data.sources import load_corpus
 from bert_jax.errors import BertJaxError
 from bert_jax.io import staged_dir, write_json
 from bert_jax.model import BertForMaskedLM, BertForPreTraining, model_class_for
 from bert_jax.model.config import BertConfig
+from bert_jax.model.device import describe_dtype, enable_compilation_cache, resolve_dtype
 from bert_jax.model.forward import jit_forward
 from bert_jax.tokenizer import BertTokenizer
 from bert_jax.training import sharding
 from bert_jax.training.objectives import MaskedLMObjective
 from bert_jax.training.trainer import Trainer
 from bert_jax.training.trainer_config import TrainerConfig
+from bert_jax.training.workdir import claims_workdir
 
 # What `BertTokenizer.save_pretrained` writes (cf. bert_jax.model.hf.SAVED_FILES): a
 # workdir/tokenizer holding only these may be replaced.
@@ -35,8 +43,9 @@ TOKENIZER_FILES = frozenset(
 
 
 def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
-    """`data.tokenizer = "train"` trains a WordPiece vocab on the training documents once and keeps
-    it in workdir/tokenizer (so a resumed run uses the very same vocab); otherwise it is a dir."""
+    """`data.tokenizer = "train"` trains a WordPiece vocab on the training documents (a list, or a
+    callable returning a fresh iterable) once and keeps it in workdir/tokenizer (so a resumed run
+    uses the very same vocab); otherwise it is a dir."""
     spec = cfg.data.tokenizer
     if spec != "train":
         return BertTokenizer.from_pretrained(spec)
@@ -45,7 +54,9 @@ def build_tokenizer(cfg, train_docs, workdir: str) -> BertTokenizer:
     # follow hash-map order), so only process 0 trains; the others wait and read its files from
     # the shared workdir, as every process must use the very same ids.
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(path, "tokenizer.json")):
-        lines = (line for doc in train_docs for line in doc)
+        # A callable gives a fresh stream per pass: training reads the corpus twice, in O(1) RAM.
+        docs = train_docs if callable(train_docs) else (lambda: train_docs)
+        lines = lambda: (line for doc in docs() for line in doc)
         tokenizer = BertTokenizer.train(
             lines, vocab_size=int(cfg.data.vocab_size), lowercase=cfg.data.lowercase
         )
@@ -68,7 +79,7 @@ def pretraining_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
     cls = BertForPreTraining if cfg.data.layout == "nsp" else BertForMaskedLM
     m = cfg.model
     if m.init_from:
-        model = cls.from_pretrained(m.init_from, dtype=m.dtype)
+        model = cls.from_pretrained(m.init_from, dtype=resolve_dtype(m.dtype))
         config = model.config
     else:
         config = BertConfig.preset(
@@ -78,7 +89,7 @@ def pretraining_model(cfg, tokenizer: BertTokenizer) -> nnx.Module:
             hidden_dropout_prob=float(m.hidden_dropout_prob),
             attention_probs_dropout_prob=float(m.attention_probs_dropout_prob),
             pad_token_id=tokenizer.pad_id,
-            dtype=m.dtype,
+            dtype=resolve_dtype(m.dtype),
         )
         model = cls(config, rngs=nnx.Rngs(int(cfg.train.seed)))
     if config.vocab_size < tokenizer.vocab_size:
@@ -104,46 +115,96 @@ def _masking(cfg, tokenizer) -> MaskingConfig:
     )
 
 
+def prepared_dataset(config, workdir: str, tokenizer: BertTokenizer) -> PreparedDataset:
+    """`data.corpus` as a prepared dataset: a dir `bert-jax prepare` wrote, or a corpus spec
+    prepared into workdir/dataset first (once: a rerun finds it done), every process preparing
+    its share of the shards. Its tokenizer and settings must match the config's."""
+    d = config.data
+    path = d.corpus
+    if not is_prepared(path):
+        path = os.path.join(workdir, "dataset")
+        multihost = jax.process_count() > 1
+        prepare_for_training(
+            d.corpus,
+            tokenizer,
+            path,
+            process=(jax.process_index(), jax.process_count()),
+            barrier=multihost_utils.sync_global_devices if multihost else None,
+            workers=int(d.get("prepare_workers", 0)),
+            progress=bool(config.train.progress) and jax.process_index() == 0,
+            max_length=int(d.max_length),
+            layout=d.layout,
+            eval_fraction=float(d.eval_fraction),
+            text_field=d.get("text_field", "text"),
+            shard_mb=float(d.get("shard_mb", 0.0)),
+        )
+    dataset = PreparedDataset(path)
+    dataset.check_tokenizer(tokenizer, f"data.tokenizer={d.tokenizer}")
+    init_from = config.model.init_from
+    own = init_from and BertTokenizer.from_pretrained_if_present(init_from)
+    if own:  # continuing a model: its vocabulary must be the one the ids come from
+        dataset.check_tokenizer(own, f"model.init_from={init_from}")
+    dataset.check_settings(max_length=int(d.max_length), layout=d.layout)
+    return dataset
+
+
+@claims_workdir("pretrain")  # checks the config, locks the workdir, remembers the config
 def train_and_evaluate(config, workdir: str) -> dict:
     """Pretrain per `config` (configs/pretrain/*.py) in `workdir`; returns the final eval metrics.
 
-    Writes workdir/metrics.jsonl, workdir/checkpoints/, workdir/tokenizer/ and, at the end, an
+    Writes workdir/metrics.jsonl, workdir/checkpoints/, workdir/tokenizer/ (a trained vocab),
+    workdir/dataset/ (a raw corpus, prepared) and, at the end, an
     HF-format workdir/model/ (BertForMaskedLM, or BertForPreTraining in nsp layout) + tokenizer.
     """
     sharding.maybe_initialize_distributed()
+    enable_compilation_cache()
     if config.data.layout not in ("packed", "nsp"):
         raise BertJaxError(f"data.layout must be 'packed' or 'nsp', got {config.data.layout!r}")
     os.makedirs(workdir, exist_ok=True)
-    docs = load_corpus(config.data.corpus)
-    train_docs, eval_docs = split_documents(
-        docs, float(config.data.eval_fraction), int(config.train.seed)
-    )
-    tokenizer = build_tokenizer(config, train_docs, workdir)
+    d = config.data
+    if is_prepared(d.corpus) and d.tokenizer == "train":
+        tokenizer = PreparedDataset(d.corpus).tokenizer()  # the ids' own vocabulary
+    else:
+        text_field = d.get("text_field", "text")
+        docs = lambda: training_documents(d.corpus, float(d.eval_fraction), text_field)
+        tokenizer = build_tokenizer(config, docs, workdir)
     model = pretraining_model(config, tokenizer)
+    if jax.process_index() == 0:
+        print(describe_dtype(config.model.dtype, model.config.dtype), file=sys.stderr)
+    dataset = prepared_dataset(config, workdir, tokenizer)
     nsp = config.data.layout == "nsp"
-    max_length, seed = int(config.data.max_length), int(config.train.seed)
-
-    train_rows = pretrain_rows(train_docs, tokenizer, max_length, nsp=nsp, seed=seed)
-    eval_rows = pretrain_rows(eval_docs, tokenizer, max_length, nsp=nsp, seed=seed + 1)
-    limit = int(config.train.eval_batches) * int(config.train.batch_size)
-    eval_rows = {k: v[:limit] for k, v in eval_rows.items()}
+    seed = int(config.train.seed)
     masking = _masking(config, tokenizer)
     batches = PretrainBatches(
-        train_rows, batch_size=int(config.train.batch_size), seed=seed, masking=masking
+        dataset.split("train"), batch_size=int(config.train.batch_size), seed=seed, masking=masking
     )
+    eval_rows = dataset.split("eval")
+    if not len(eval_rows):
+        message = f"{dataset.path} holds no held-out rows (eval_fraction 0?): no evaluation"
+        warnings.warn(message, stacklevel=2)
+    limit = int(config.train.eval_batches) * int(config.train.batch_size)
 
     trainer = Trainer(model, MaskedLMObjective(nsp), TrainerConfig.from_config(config), workdir)
 
-    def eval_fn(params):
-        result = trainer.evaluate(
-            params, eval_batches(eval_rows, int(config.train.batch_size), seed, masking=masking)
+    def held_out():
+        return eval_batches(
+            eval_rows, int(config.train.batch_size), seed, masking=masking, max_rows=limit
         )
+
+    baseline: dict = {}  # what a context-free (unigram) model scores on the same tokens
+
+    def eval_fn(params):
+        result = trainer.evaluate(params, held_out())
         result["perplexity"] = float(np.exp(min(result["mlm_loss"], 50.0)))
-        return result
+        if not baseline:
+            baseline.update(batches_unigram_baseline(held_out(), tokenizer.special_ids))
+        return {**result, **baseline}
 
     try:
         state, final = trainer.fit(
-            batches, eval_fn=eval_fn, tokens_per_batch=lambda b: int(b["attention_mask"].sum())
+            batches,
+            eval_fn=eval_fn if len(eval_rows) else None,  # no document held out: no evaluation
+            tokens_per_batch=lambda b: int(b["attention_mask"].sum()),
         )
         model = trainer.export_model(state["params"])  # on every process: gathers FSDP shards
         if jax.process_index() == 0:

@@ -20,9 +20,11 @@ import traceback
 import numpy as np
 
 from bert_jax.errors import BertJaxError
-from bert_jax.io import append_jsonl, read_text, staged_dir, write_json
+from bert_jax.io import append_jsonl, read_text, staged_dir, write_json, write_text
 from bert_jax.model.hf import SAVED_FILES
+from bert_jax.training import validation
 from bert_jax.training.experiment_config import apply_overrides, load_config_file, set_override
+from bert_jax.training.workdir import claim
 
 TRIAL_FILE = "sweep_trial.json"  # in DIR/best: which trial the model came from
 
@@ -102,10 +104,23 @@ def trial_name(settings: dict[str, str]) -> str:
 
 
 def _read_records(path: str) -> dict[str, dict]:
+    """The records of sweep.jsonl. A torn last line (the sweep was killed mid-write) is cut off,
+    so that the next record starts on a line of its own; that trial runs again."""
     if not os.path.exists(path):
         return {}
-    lines = read_text(path).splitlines()
-    return {r["trial"]: r for r in (json.loads(line) for line in lines if line.strip())}
+    text = read_text(path)
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        write_text(path, text)
+    records = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            raise BertJaxError(f"{path} line {n}: not a JSON record") from None
+        if record is not None:
+            records[record["trial"]] = record
+    return records
 
 
 def _trial_config(config_path: str, base_overrides, settings: dict[str, str]):
@@ -148,11 +163,16 @@ def run_sweep(
             "the search space is empty: give --grid key=v1,v2 or --random N --space ..."
         )
     for settings in trials:  # validate every key and value up front
-        _trial_config(config_path, base_overrides, settings)
+        validation.check_config(_trial_config(config_path, base_overrides, settings), "finetune")
     if run_trial is None:
         from bert_jax.training.finetune import finetune as run_trial
 
-    os.makedirs(workdir, exist_ok=True)
+    # Locked for the whole sweep; the trials' common settings must be those the workdir holds.
+    with claim(workdir, _trial_config(config_path, base_overrides, {}), "sweep"):
+        return _run_trials(config_path, workdir, trials, base_overrides, retry_failed, run_trial)
+
+
+def _run_trials(config_path, workdir, trials, base_overrides, retry_failed, run_trial):
     log_path = os.path.join(workdir, "sweep.jsonl")
     records = _read_records(log_path)
     for settings in trials:

@@ -27,7 +27,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from bert_jax.errors import BertJaxError
-from bert_jax.training import optim, sharding
+from bert_jax.training import divergence, optim, sharding
 from bert_jax.training.checkpoint import Checkpointer
 from bert_jax.training.metric_writers import MetricWriter
 from bert_jax.training.objectives import Objective, combined_loss, loss_sums
@@ -76,7 +76,7 @@ class Trainer:
             out_shardings=(self.state_sharding, rep),
             donate_argnums=0,
         )
-        self._first_bad = jax.jit(_first_bad, out_shardings=rep)
+        self._watch = jax.jit(divergence.update, out_shardings=rep)
         self.eval_step = jax.jit(
             self._eval_step,
             in_shardings=(self.state_sharding["params"], batch_sh),
@@ -182,18 +182,17 @@ class Trainer:
         at the end; `on_eval(step, metrics, params)` sees each result (e.g. to keep the best).
 
         A NaN/inf loss or gradient norm raises BertJaxError naming the first bad step; it is
-        checked at every log and checkpoint step, so no checkpoint is written at or after it."""
+        checked at every log and checkpoint step, so no checkpoint is written at or after it, and
+        those written after the loss first left its range are deleted (divergence.py)."""
         c = self.config
         state = self.restore_or_init(train_iter)
         step = self.start_step
         log = MetricWriter(self.workdir, step, tensorboard=c.tensorboard)
         if eval_fn and step == 0 and c.eval_at_start:
             log.write(0, "eval", eval_fn(state["params"]))  # the start of every eval curve
-        # The step we resumed from (not `latest_step()`: that may be an unreadable, skipped one).
-        last_good = step or None
-        # First step whose loss or gradient norm was not finite (0: none yet), tracked on device so
-        # that checking it costs no host sync except at log and checkpoint steps.
-        first_bad = jax.device_put(np.int32(0), sharding.replicated(self.mesh))
+        # Where the run began to diverge (divergence.py), tracked on device so that checking it
+        # costs no host sync except at log and checkpoint steps.
+        record = jax.device_put(divergence.init(), sharding.replicated(self.mesh))
         bar = tqdm(
             total=self.total_steps,
             initial=step,
@@ -207,11 +206,12 @@ class Trainer:
             log.count_tokens(tokens_per_batch(local) if tokens_per_batch else 0)
             state, metrics = self.train_step(state, sharding.put_batch(local, self.mesh))
             step += 1
-            first_bad = self._first_bad(first_bad, metrics, step)
+            record = self._watch(record, metrics, step)
             last = step == self.total_steps
             if step % c.log_every == 0 or step % c.checkpoint_every == 0 or last:
-                # Checked before any checkpoint is written, so every checkpoint is a good one.
-                self._stop_if_diverged(int(first_bad), last_good)
+                # Checked before any checkpoint is written: none is written at or after a NaN.
+                health = divergence.Health.read(record)
+                self._stop_if_diverged(health)
             if step % c.log_every == 0 or last:
                 line = log.train(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
                 bar.set_postfix(loss=f"{line['loss']:.3f}", tok_s=f"{line['tokens_per_sec']:,.0f}")
@@ -220,10 +220,10 @@ class Trainer:
                 log.write(step, "eval", last_eval)
                 if on_eval:
                     on_eval(step, last_eval, state["params"])
-            if step % c.checkpoint_every == 0 or last:
+            # None while the loss is out of its range (divergence.py), except the final one.
+            if (step % c.checkpoint_every == 0 and not health.stretch) or last:
                 data_state = train_iter.get_state() if hasattr(train_iter, "get_state") else {}
                 self.checkpointer.save(step, state, data_state)
-                last_good = step
             bar.update(1)
         bar.close()
         log.close()
@@ -231,14 +231,25 @@ class Trainer:
             last_eval = eval_fn(state["params"])
         return state, last_eval
 
-    def _stop_if_diverged(self, first_bad: int, last_good: int | None) -> None:
-        if not first_bad:
+    def _stop_if_diverged(self, health: divergence.Health) -> None:
+        """On a NaN/inf: keep the newest checkpoint from before the divergence began, delete the
+        later ones (their weights are wrecked) and stop with one line saying which was kept."""
+        if not health.first_bad:
             return
-        where = f"step {last_good} in {self.checkpointer.directory}" if last_good else "none"
+        keep = health.checkpoint_to_keep(self.checkpointer.all_steps())
+        removed = self.checkpointer.discard_after(keep or 0)
+        began = health.diverged_from
+        where = (
+            f"step {keep} in {self.checkpointer.directory} (rerunning resumes from it"
+            if keep
+            else "none (rerunning starts afresh"
+        )
         raise BertJaxError(
-            f"loss or gradient norm is not finite (NaN/inf) at step {first_bad}; stopping. "
-            f"Last good checkpoint: {where} (rerunning resumes from it; lower "
-            "optimizer.learning_rate or raise warmup_steps first)"
+            f"loss or gradient norm is not finite (NaN/inf) at step {health.first_bad}; stopping"
+            + (f" (the loss left its range at step {began})" if began < health.first_bad else "")
+            + f". Last good checkpoint: {where}; lower optimizer.learning_rate or raise "
+            "warmup_steps first)"
+            + (f"; removed the later checkpoints {removed}" if removed else "")
         )
 
     def export_model(self, params) -> nnx.Module:
@@ -288,8 +299,3 @@ def _mirror_shardings(opt_state, params, param_sh, mesh):
         by_shape.setdefault(tuple(p.shape), s)
     rep = sharding.replicated(mesh)
     return jax.tree.map(lambda x: by_shape.get(tuple(x.shape), rep) if x.ndim else rep, opt_state)
-
-
-def _first_bad(first: jax.Array, metrics: dict, step) -> jax.Array:
-    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    return jnp.where((first == 0) & ~finite, jnp.int32(step), first)

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from bert_jax.errors import BertJaxError
+from bert_jax.training import validation
 
 _CONVERT = {"int": int, "float": float, "bool": bool, "str": str}
 
@@ -80,10 +81,9 @@ class TrainerConfig:
     tensorboard: bool = False  # also write TensorBoard scalars to workdir/tensorboard
 
     def __post_init__(self):
-        positive = ("steps", "batch_size", "grad_accumulation", "fsdp", "log_every", "eval_every")
-        for name in (*positive, "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise BertJaxError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        # Resolved values (fine-tuning's 0 = "derive it" is gone by now): pretraining's ranges.
+        values = {f"train.{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)}
+        validation.check_values(values, validation.PRETRAIN)
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides) -> TrainerConfig:

