@@ -43,7 +43,9 @@ TINY = {
     "data.max_length": 32,
     "data.max_predictions": 5,
     "data.eval_fraction": 0.1,
-    "model.max_position_embeddings": 64,  # hidden_dropout_prob stays 0.1: dropout on
+    "model.max_position_embeddings": 64,
+    "model.hidden_dropout_prob": 0.1,  # dropout on: resume and sharding must reproduce its masks
+    "model.dtype": "float32",  # exact comparisons across device layouts
     "optimizer.warmup_steps": 2,
     "train.steps": STEPS,
     "train.batch_size": 8,

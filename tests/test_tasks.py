@@ -390,3 +390,22 @@ def test_classification_metrics_report_the_majority_baseline():
     got = metrics.classification_metrics([2, 2, 2, 0, 1], [2, 0, 2, 0, 1])
     assert got["majority_accuracy"] == pytest.approx(0.6)  # always "2"
     assert got["accuracy"] == pytest.approx(0.8)
+
+
+def test_fitted_buckets_minimise_padding_with_few_shapes():
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.2, 0.4, 5000).astype(int), 3, 300)
+    fitted = batching.fitted_buckets(lengths, 128, 4)
+    assert len(fitted) == 4 and fitted[-1] == min(128, -(-min(lengths.max(), 128) // 8) * 8)
+    assert all(b % 8 == 0 and 16 <= b <= 128 for b in fitted)
+
+    def padded(buckets):
+        return sum(batching.bucket_for(min(n, 128), buckets) for n in lengths)
+
+    # Exact: no other choice of 4 multiples of 8 pads less (checked against random choices).
+    best = padded(fitted)
+    for _ in range(200):
+        other = sorted(rng.choice(np.arange(16, 121, 8), 3, replace=False).tolist()) + [fitted[-1]]
+        assert padded(other) >= best
+    assert batching.fitted_buckets([130] * 3, 130, 4) == [130]  # never past the model's limit
+    assert batching.fitted_buckets([5, 9], 64, 4) == [16]  # no bucket below 16 tokens

@@ -102,8 +102,8 @@ def length_buckets(max_length: int, smallest: int = 16, per_octave: int = 2) -> 
 
 
 def fitted_buckets(lengths: Sequence[int], max_length: int, count: int = 4) -> list[int]:
-    """At most `count` padded lengths fitted to the data: multiples of 8 (the last one covers the
-    longest example, never past `max_length`) chosen to minimise the total padded tokens.
+    """At most `count` padded lengths fitted to the data: multiples of 8 from 16 (the last one
+    covers the longest example, never past `max_length`) chosen to minimise the padded tokens.
 
     Each bucket is one compiled shape for training and one for evaluation; a fixed ladder over
     16..max_length compiles shapes the data barely uses. Exact by dynamic programming over the
@@ -111,7 +111,8 @@ def fitted_buckets(lengths: Sequence[int], max_length: int, count: int = 4) -> l
     lengths = np.minimum(np.asarray(lengths, np.int64), max_length)
     if lengths.size == 0 or count < 1:
         return length_buckets(max_length)
-    rounded = np.minimum(-(-lengths // 8) * 8, max_length)
+    # Below 16 tokens a bucket of its own saves little compute but costs two compilations.
+    rounded = np.minimum(np.maximum(-(-lengths // 8) * 8, 16), max_length)
     sizes, counts = np.unique(rounded, return_counts=True)  # ascending candidate boundaries
     covered = np.concatenate([[0], np.cumsum(counts)])  # examples at or below each candidate
     n, k_max = len(sizes), min(count, len(sizes))

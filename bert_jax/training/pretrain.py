@@ -196,8 +196,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
     def eval_fn(params):
         result = trainer.evaluate(params, held_out())
         result["perplexity"] = float(np.exp(min(result["mlm_loss"], 50.0)))
-        if not baseline:
-            baseline.update(batches_unigram_baseline(held_out(), tokenizer.special_ids))
+        if not baseline:  # over all held-out rows, whichever host computes it
+            every_row = eval_batches(
+                eval_rows,
+                int(config.train.batch_size),
+                seed,
+                masking=masking,
+                max_rows=limit,
+                shard_index=0,
+                shard_count=1,
+            )
+            baseline.update(batches_unigram_baseline(every_row, tokenizer.special_ids))
         return {**result, **baseline}
 
     try:
