@@ -7,6 +7,7 @@ directly. Rerunning it with the same workdir resumes from the newest checkpoint.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -178,41 +179,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     batches = PretrainBatches(
         dataset.split("train"), batch_size=int(config.train.batch_size), seed=seed, masking=masking
     )
-    eval_rows = dataset.split("eval")
-    if not len(eval_rows):
-        message = f"{dataset.path} holds no held-out rows (eval_fraction 0?): no evaluation"
-        warnings.warn(message, stacklevel=2)
-    limit = int(config.train.eval_batches) * int(config.train.batch_size)
-
     trainer = Trainer(model, MaskedLMObjective(nsp), TrainerConfig.from_config(config), workdir)
-
-    def held_out():
-        return eval_batches(
-            eval_rows, int(config.train.batch_size), seed, masking=masking, max_rows=limit
-        )
-
-    baseline: dict = {}  # what a context-free (unigram) model scores on the same tokens
-
-    def eval_fn(params):
-        result = trainer.evaluate(params, held_out())
-        result["perplexity"] = float(np.exp(min(result["mlm_loss"], 50.0)))
-        if not baseline:  # over all held-out rows, whichever host computes it
-            every_row = eval_batches(
-                eval_rows,
-                int(config.train.batch_size),
-                seed,
-                masking=masking,
-                max_rows=limit,
-                shard_index=0,
-                shard_count=1,
-            )
-            baseline.update(batches_unigram_baseline(every_row, tokenizer.special_ids))
-        return {**result, **baseline}
-
+    eval_fn = _held_out_evaluation(config, dataset, trainer, masking, tokenizer)
     try:
         state, final = trainer.fit(
             batches,
-            eval_fn=eval_fn if len(eval_rows) else None,  # no document held out: no evaluation
+            eval_fn=eval_fn,
             tokens_per_batch=lambda b: int(b["attention_mask"].sum()),
         )
         model = trainer.export_model(state["params"])  # on every process: gathers FSDP shards
@@ -223,6 +195,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
         batches.close()
         trainer.close()
     return final
+
+
+def _held_out_evaluation(config, dataset, trainer: Trainer, masking, tokenizer):
+    """`eval_fn(params)`: MLM loss/accuracy/perplexity on the held-out rows, beside what a
+    context-free (unigram) model scores on the same tokens. None when nothing is held out."""
+    eval_rows = dataset.split("eval")
+    if not len(eval_rows):
+        message = f"{dataset.path} holds no held-out rows (eval_fraction 0?): no evaluation"
+        warnings.warn(message, stacklevel=3)
+        return None
+    batch_size, seed = int(config.train.batch_size), int(config.train.seed)
+    limit = int(config.train.eval_batches) * batch_size
+    held_out = functools.partial(
+        eval_batches, eval_rows, batch_size, seed, masking=masking, max_rows=limit
+    )
+    baseline: dict = {}
+
+    def eval_fn(params):
+        result = trainer.evaluate(params, held_out())
+        result["perplexity"] = float(np.exp(min(result["mlm_loss"], 50.0)))
+        if not baseline:  # over all held-out rows, whichever host computes it
+            every_row = held_out(shard_index=0, shard_count=1)
+            baseline.update(batches_unigram_baseline(every_row, tokenizer.special_ids))
+        return {**result, **baseline}
+
+    return eval_fn
 
 
 def evaluate_mlm(
