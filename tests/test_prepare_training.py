@@ -177,7 +177,11 @@ def test_two_processes_match_one(raw_run, prepared, corpus, vocab, cache_env, tm
     logs = {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in procs}
     assert set(codes.values()) == {0}, logs
     for name in ("on_prepared", "on_raw"):
-        assert_same_metrics(metrics(tmp_path / name), metrics(raw_run), tol=1e-4)
+        got, want = metrics(tmp_path / name), metrics(raw_run)
+        # Step 1 (same start weights, same rows and masks, same dropout): only the order of the
+        # cross-process gradient sum differs. Later steps compound that rounding (~1e-4).
+        assert_same_metrics(got[:2], want[:2], tol=1e-5)
+        assert_same_metrics(got, want, tol=1e-3)
     same_tree(tmp_path / "on_raw" / "dataset", prepared)
 
 

@@ -10,7 +10,6 @@ memory never holds more than a document. `load_corpus(spec)` is the same, as a l
 
 from __future__ import annotations
 
-import functools
 import glob
 import itertools
 import os
@@ -199,7 +198,6 @@ def _tfds_name(spec: str) -> tuple[str, str]:
     return name, split or "train"
 
 
-@functools.lru_cache(maxsize=4)  # one per dataset and process: pieces of it reuse it
 def _tfds_source(name: str, split: str):
     """tfds.data_source (random access, no TensorFlow), or None when the dataset has none."""
     tfds = import_tfds(f"tfds:{name}")
