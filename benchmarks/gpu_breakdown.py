@@ -1,10 +1,12 @@
 """Why a GPU train step is slow: A/B variants of the BERT MLM step, then its top GPU kernels.
 
-    python benchmarks/gpu_breakdown.py [--size base --seq 128 --batch 256] [--only "fp32;bf16, no dropout"]
+    python benchmarks/gpu_breakdown.py [--size base --seq 128 --batch 256]
+        [--only "fp32;bf16, no dropout"]
 
 Variants (same process, one after another, median of --repeats steps): the gpu.py step (bf16,
 dropout 0.1/0), with cuDNN attention forced (GPU only), without dropout, with plain bf16 dots
-instead of bert_jax.model.precision's, fp32, and a quarter of the batch (a fixed per-step cost shows as a time that does not shrink). Then a
+instead of bert_jax.model.precision's, fp32, and a quarter of the batch (a fixed per-step cost
+shows as a time that does not shrink). Then a
 jax.profiler trace of the baseline step: total GPU time per kernel name, largest first.
 """
 

@@ -1,6 +1,6 @@
 """Classification inference: bert_jax's predict path against the transformers pipeline, in one run.
 
-    python benchmarks/inference.py                        # fine-tunes a MiniLM tweet model first (~1 min)
+    python benchmarks/inference.py    # fine-tunes a MiniLM tweet model first (~1 min)
     python benchmarks/inference.py --model runs/tweets/model --repeats 7 --json out.json
 
 (a) Fixed shapes: sequences/s of the classifier's forward pass on a (batch, seq) block of token ids,
@@ -36,7 +36,7 @@ CACHE = os.path.join(HERE, ".cache", "minilm-tweets")
 
 
 def tweet_model(path: str | None) -> str:
-    """`path`, or a MiniLM briefly fine-tuned on tweets (built once, cached under benchmarks/.cache)."""
+    """`path`, or a MiniLM briefly fine-tuned on tweets (built once, cached))."""
     if path:
         return path
     if os.path.exists(os.path.join(CACHE, "config.json")):

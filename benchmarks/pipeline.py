@@ -1,4 +1,4 @@
-"""Throughput of our pretraining input pipeline on ONE core, next to what BERT-mini's train step eats.
+"""Throughput of our pretraining input pipeline on ONE core, beside what BERT-mini's step eats.
 
     python benchmarks/pipeline.py [--seq 128] [--batch 16] [--repeats 7] [--json]
 

@@ -32,7 +32,8 @@ TINY = {
     "optimizer.name": "adamw", "optimizer.learning_rate": 2e-3, "optimizer.weight_decay": 0.01,
     "optimizer.warmup_steps": 100, "optimizer.decay": "linear", "optimizer.clip_norm": 1.0,
     "optimizer.b1": 0.9, "optimizer.b2": 0.999, "optimizer.eps": 1e-6,
-    "train.steps": 1800, "train.batch_size": 64,  # since: 1200 with dropout "train.grad_accumulation": 1, "train.seed": 0,
+    "train.steps": 1800,  # since: 1200 with dropout
+    "train.batch_size": 64, "train.grad_accumulation": 1, "train.seed": 0,
     "train.log_every": 50, "train.eval_every": 600, "train.eval_batches": 8,
     "train.eval_at_start": True, "train.checkpoint_every": 600, "train.keep_checkpoints": 2,
     "train.fsdp": 1, "train.progress": True,

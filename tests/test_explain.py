@@ -1,4 +1,4 @@
-"""Tests for bert_jax.inference.explain and bert_jax.inference.plotting: integrated-gradients completeness on the real
+"""Tests for inference.explain and inference.plotting: integrated-gradients completeness on the real
 MiniLM, the decisive word of a tiny classifier trained so that one word sets the label, attention
 rollout, NER entities, user errors, and the HTML / matplotlib views."""
 

@@ -246,9 +246,11 @@ def test_bf16_model_gradients_close_to_fp32():
         model = BertForMaskedLM(TINY.replace(dtype=dtype), rngs=nnx.Rngs(0))
         model.eval()
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        loss = lambda p: losses.mlm_loss(
-            nnx.merge(graphdef, p, rest)(ids, masked_positions=positions), targets, jnp.ones((2, 2))
-        )
+
+        def loss(p, graphdef=graphdef, rest=rest):
+            logits = nnx.merge(graphdef, p, rest)(ids, masked_positions=positions)
+            return losses.mlm_loss(logits, targets, jnp.ones((2, 2)))
+
         grads[dtype] = dict(nnx.to_flat_state(jax.grad(loss)(params)))
     for path, g32 in grads["float32"].items():
         g16 = grads["bfloat16"][path]
