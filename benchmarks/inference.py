@@ -36,7 +36,7 @@ CACHE = os.path.join(HERE, ".cache", "minilm-tweets")
 
 
 def tweet_model(path: str | None) -> str:
-    """`path`, or a MiniLM briefly fine-tuned on tweets (built once, cached))."""
+    """`path`, or a MiniLM briefly fine-tuned on tweets (built once and cached)."""
     if path:
         return path
     if os.path.exists(os.path.join(CACHE, "config.json")):
