@@ -29,21 +29,26 @@ def _umask() -> int:
     return mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed worker nobody has reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): existence is all we know
 
 
 def _sweep_stale(parent: str, name: str) -> None:
     """Remove `.tmp-NAME-PID-*` siblings left by our own runs whose process no longer exists."""
     for path in glob.glob(os.path.join(glob.escape(parent), f".tmp-{glob.escape(name)}-*-*")):
         pid = os.path.basename(path)[len(f".tmp-{name}-") :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from bert_jax.data.rows import Rows, id_dtype_for
 from bert_jax.errors import BertJaxError
-from bert_jax.io import read_json
+from bert_jax.io import pid_alive, read_json
 from bert_jax.tokenizer import BertTokenizer
 
 FORMAT, VERSION = "bert-jax-prepared", 1
@@ -76,21 +76,6 @@ def sweep_stale_temps(directory: str) -> None:
             path = os.path.join(directory, entry)
             if os.path.isfile(path):
                 os.remove(path)
-
-
-def pid_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a killed worker nobody has reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 class ShardWriter:

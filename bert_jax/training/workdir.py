@@ -36,7 +36,7 @@ from typing import Any
 import jax
 
 from bert_jax.errors import BertJaxError
-from bert_jax.io import read_json, write_json
+from bert_jax.io import pid_alive, read_json, write_json
 from bert_jax.training import sharding, validation
 
 LOCK_FILE = ".lock"
@@ -209,21 +209,11 @@ def remember_config(workdir: str, config: Any, kind: str) -> None:
     write_json(os.path.join(workdir, CONFIG_FILE), _as_json(config))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_temporaries(workdir: str) -> None:
     """Temporaries of io.py's atomic writes whose process is gone (killed mid-save)."""
     for name in os.listdir(workdir):
         match = _TEMPORARY.match(name)
-        if not match or int(match[1]) == os.getpid() or _pid_alive(int(match[1])):
+        if not match or int(match[1]) == os.getpid() or pid_alive(int(match[1])):
             continue
         path = os.path.join(workdir, name)
         if os.path.isdir(path) and not os.path.islink(path):
