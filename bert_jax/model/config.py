@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Self
 
 import jax.numpy as jnp
 
@@ -14,9 +14,8 @@ from bert_jax.model.formats import FORMATS
 
 # hidden_act names used in HF config.json files → what they mean for us.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "tanh")
-# Fields we read and write ourselves besides the family's (formats.py); everything else in a
-# config.json is kept verbatim in `extra` so a load/save round trip loses nothing.
-_OWN_FIELDS = (
+# config.json fields every family (ModernBERT too) reads or writes itself, not into `extra`.
+HF_COMMON_FIELDS = (
     "id2label",
     "label2id",
     "num_labels",
@@ -26,12 +25,80 @@ _OWN_FIELDS = (
     "dtype",
     "torch_dtype",
     "transformers_version",
-    "position_embedding_type",
 )
+# Fields we read and write ourselves besides the family's (formats.py); everything else in a
+# config.json is kept verbatim in `extra` so a load/save round trip loses nothing.
+_OWN_FIELDS = (*HF_COMMON_FIELDS, "position_embedding_type")
+
+
+def hf_label_and_dtype_fields(d: dict) -> dict[str, Any]:
+    """The config.json fields every family reads alike: label maps (`id2label`, else
+    `num_labels` → LABEL_i), `problem_type`, and the stored weights' dtype."""
+    kwargs: dict[str, Any] = {}
+    if "id2label" in d:
+        id2label = {int(k): v for k, v in d["id2label"].items()}
+        kwargs["id2label"] = tuple(id2label[i] for i in range(len(id2label)))
+    elif "num_labels" in d:
+        kwargs["id2label"] = tuple(f"LABEL_{i}" for i in range(int(d["num_labels"])))
+    kwargs["problem_type"] = d.get("problem_type")
+    # Weights are loaded as stored: a bf16 checkpoint keeps bf16 params, fp16 ones load as fp32.
+    stored = d.get("dtype") or d.get("torch_dtype")
+    if stored in ("bfloat16", "float16", "float32"):
+        kwargs["param_dtype"] = stored if stored != "float16" else "float32"
+    return kwargs
+
+
+class ConfigMethods:
+    """What every family's frozen config dataclass shares (BertConfig, ModernBertConfig): the
+    derived names the rest of bert_jax reads, label maps, and config.json writing. The subclass
+    has the fields hidden_size, num_attention_heads, id2label, problem_type, dtype, param_dtype
+    and a `to_hf_dict(architectures)`."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) or 2
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weights_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.param_dtype)
+
+    def replace(self, **changes) -> Self:
+        return dataclasses.replace(self, **changes)
+
+    def with_labels(self, labels) -> Self:
+        """A copy for a classifier over `labels` (names, or a count → LABEL_0..LABEL_{n-1})."""
+        if isinstance(labels, int):
+            labels = [f"LABEL_{i}" for i in range(labels)]
+        return self.replace(id2label=tuple(str(x) for x in labels))
+
+    def to_json_file(self, path: str | os.PathLike, architectures: list[str] | None = None) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_hf_dict(architectures), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    def _with_hf_label_and_dtype_fields(self, d: dict, architectures: list[str] | None) -> dict:
+        """`d` (a config.json dict) plus the fields every family writes alike."""
+        d["dtype"] = self.param_dtype
+        if architectures:
+            d["architectures"] = architectures
+        if self.id2label:
+            d["id2label"] = {str(i): name for i, name in enumerate(self.id2label)}
+            d["label2id"] = {name: i for i, name in enumerate(self.id2label)}
+        if self.problem_type:
+            d["problem_type"] = self.problem_type
+        return d
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(ConfigMethods):
     """Architecture of a BERT-style encoder (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT: see
     formats.py). Field names follow HF's BERT `config.json`; `model_type` names the family."""
 
@@ -88,10 +155,6 @@ class BertConfig:
 
     # ---- derived -----------------------------------------------------------------------------
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
     def embedding_dim(self) -> int:
         """Width of the embedding tables (ELECTRA's embedding_size, else hidden_size)."""
         return self.embedding_size or self.hidden_size
@@ -109,27 +172,6 @@ class BertConfig:
     def hf_value(self, name: str, default: Any = None) -> Any:
         """A config.json field we keep verbatim (e.g. DistilBERT's qa_dropout), or `default`."""
         return dict(self.extra).get(name, default)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label) or 2
-
-    @property
-    def compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.dtype)
-
-    @property
-    def weights_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.param_dtype)
-
-    def replace(self, **changes) -> BertConfig:
-        return dataclasses.replace(self, **changes)
-
-    def with_labels(self, labels) -> BertConfig:
-        """A copy for a classifier over `labels` (names, or a count → LABEL_0..LABEL_{n-1})."""
-        if isinstance(labels, int):
-            labels = [f"LABEL_{i}" for i in range(labels)]
-        return self.replace(id2label=tuple(str(x) for x in labels))
 
     # ---- presets: Google's BERT family (Turc et al. 2019 for the compact ones) ------------------
     @classmethod
@@ -198,17 +240,7 @@ class BertConfig:
                 raise BertJaxError(f"{source}: field {theirs!r} is missing")
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise BertJaxError(f"{source}: only position_embedding_type 'absolute' is supported")
-        if "id2label" in d:
-            id2label = {int(k): v for k, v in d["id2label"].items()}
-            kwargs["id2label"] = tuple(id2label[i] for i in range(len(id2label)))
-        elif "num_labels" in d:
-            kwargs["id2label"] = tuple(f"LABEL_{i}" for i in range(int(d["num_labels"])))
-        kwargs["problem_type"] = d.get("problem_type")
-        if d.get("dtype") or d.get("torch_dtype"):
-            # Weights are loaded as stored; a bf16 checkpoint keeps bf16 params.
-            stored = d.get("dtype") or d.get("torch_dtype")
-            if stored in ("bfloat16", "float16", "float32"):
-                kwargs["param_dtype"] = stored if stored != "float16" else "float32"
+        kwargs.update(hf_label_and_dtype_fields(d))
         known = {theirs for _, theirs in fmt.fields} | set(_OWN_FIELDS)
         kwargs["extra"] = tuple(sorted((k, v) for k, v in d.items() if k not in known))
         try:
@@ -223,15 +255,7 @@ class BertConfig:
         d["model_type"] = self.model_type
         if self.model_type == "bert":
             d["position_embedding_type"] = "absolute"
-        d["dtype"] = self.param_dtype
-        if architectures:
-            d["architectures"] = architectures
-        if self.id2label:
-            d["id2label"] = {str(i): name for i, name in enumerate(self.id2label)}
-            d["label2id"] = {name: i for i, name in enumerate(self.id2label)}
-        if self.problem_type:
-            d["problem_type"] = self.problem_type
-        return d
+        return self._with_hf_label_and_dtype_fields(d, architectures)
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> BertConfig:
@@ -247,8 +271,3 @@ class BertConfig:
         if not isinstance(d, dict):
             raise BertJaxError(f"{path}: expected a JSON object")
         return cls.from_hf_dict(d, source=str(path))
-
-    def to_json_file(self, path: str | os.PathLike, architectures: list[str] | None = None) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_hf_dict(architectures), f, indent=2, sort_keys=True)
-            f.write("\n")

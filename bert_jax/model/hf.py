@@ -171,9 +171,20 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
         if not _BUFFER_KEY.fullmatch(key):
             available[canonical_key(key, with_prefix, model_type)] = value
     _resolve_ties(available, model_type, with_prefix, check=hasattr(model, "mlm"), source=source)
+    return copy_tensors(
+        model, available, lambda path: hf_key(path, model_type), source=source, family=model_type
+    )
+
+
+def copy_tensors(
+    model: nnx.Module, available: dict[str, np.ndarray], key_of, *, source: str, family: str
+) -> dict:
+    """Copy `available` (canonical HF key → tensor) into `model`'s parameters, each found by
+    `key_of(path) → (HF key, transpose?)`; the checks and warnings of `load_hf_weights`, whose
+    caller the warnings point at. `family` names the model in the no-match error."""
     missing, used = [], set()
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        key, transpose = hf_key(path, model_type)
+        key, transpose = key_of(path)
         if key not in available:
             missing.append(key)
             continue
@@ -187,18 +198,17 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
         variable.set_value(jnp.asarray(value, dtype=variable.get_value().dtype))
         used.add(key)
     if not used:
-        raise BertJaxError(
-            f"{source}: no {model_type} weights found (none of its tensor names match)"
-        )
+        raise BertJaxError(f"{source}: no {family} weights found (none of its tensor names match)")
     unexpected = sorted(set(available) - used)
+    # stacklevel 4: past this helper and load_hf_weights, at the caller of from_pretrained.
     if missing:
         warnings.warn(
             f"{source}: newly initialised (not in the checkpoint): {', '.join(missing)}",
-            stacklevel=3,
+            stacklevel=4,
         )
     if unexpected:
         warnings.warn(
-            f"{source}: unused tensors in the checkpoint: {', '.join(unexpected)}", stacklevel=3
+            f"{source}: unused tensors in the checkpoint: {', '.join(unexpected)}", stacklevel=4
         )
     return {"missing": missing, "unexpected": unexpected}
 
@@ -244,6 +254,15 @@ def from_pretrained(
             f"{directory}: config.json holds a {config.model_type!r} model; {cls.__name__} reads "
             f"{cls.family()!r} (bert_jax.model.load_model picks the class for you)"
         )
+    return build_and_load(
+        cls, config, directory, load_hf_weights, dtype, seed, dont_load, config_changes
+    )
+
+
+def build_and_load(cls, config, directory, load, dtype, seed, dont_load, config_changes):
+    """The tail of every family's from_pretrained: apply `dtype`/`config_changes` to `config`,
+    build `cls`, and `load(model, tensors, source=directory)` the directory's weights but those
+    matching a `dont_load` regex."""
     if dtype is not None:
         config_changes["dtype"] = dtype
     if config_changes:
@@ -253,7 +272,7 @@ def from_pretrained(
         drop = re.compile("|".join(f"(?:{p})" for p in dont_load))
         tensors = {k: v for k, v in tensors.items() if not drop.fullmatch(k)}
     model = cls(config, rngs=nnx.Rngs(seed))
-    load_hf_weights(model, tensors, source=directory)
+    load(model, tensors, source=directory)
     return model
 
 

@@ -25,18 +25,35 @@ def gelu_tanh(x):
 
 
 # Module-level functions (not lambdas) so identical models hash identically and share jit caches.
-_ACTIVATIONS = {
+# The hidden_act names every family shares; each adds its own (BERT tanh, ModernBERT silu).
+COMMON_ACTIVATIONS = {
     "gelu": gelu_exact,
     "gelu_new": gelu_tanh,
     "gelu_pytorch_tanh": gelu_tanh,
     "gelu_fast": gelu_tanh,
     "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
 }
+_ACTIVATIONS = {**COMMON_ACTIVATIONS, "tanh": jnp.tanh}
 
 
 def activation(name: str):
     return _ACTIVATIONS[name]
+
+
+def attend(q, k, v, mask, drop: nnx.Dropout, return_probs: bool = False):
+    """dot_product_attention with `drop` on the probabilities while it is active: that needs
+    the explicit path; eval (and rate 0) use the fused one. q, k, v (B, L, H, K) → context
+    (B, L, H, K), probs (B, H, L, L) or None."""
+    training = not drop.deterministic and drop.rate > 0.0
+    return dot_product_attention(
+        q,
+        k,
+        v,
+        mask,
+        dropout_rate=drop.rate if training else 0.0,
+        dropout_rng=drop.rngs() if training else None,
+        return_probs=return_probs,
+    )
 
 
 def dense(config: BertConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
@@ -140,19 +157,7 @@ class SelfAttention(nnx.Module):
         batch, length, _ = x.shape
         split = lambda t: t.reshape(batch, length, self.num_heads, -1)  # (B, L, H, D/H)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        # Attention-probability dropout needs the explicit path; eval (and rate 0) use the fused
-        # one.
-        drop = self.attention_dropout
-        training = not drop.deterministic and drop.rate > 0.0
-        context, probs = dot_product_attention(
-            q,
-            k,
-            v,
-            mask,
-            dropout_rate=drop.rate if training else 0.0,
-            dropout_rng=drop.rngs() if training else None,
-            return_probs=return_probs,
-        )
+        context, probs = attend(q, k, v, mask, self.attention_dropout, return_probs)
         y = self.dropout(self.output(context.reshape(batch, length, -1)))
         return self.norm(x + y).astype(x.dtype), probs
 

@@ -26,32 +26,20 @@ from flax import nnx
 from bert_jax.model import modernbert_hf
 from bert_jax.model.attention import (
     attention_mask_2d,
-    dot_product_attention,
     positions_from_segments,
+)
+from bert_jax.model.layers import (  # gelu_*: kept importable from here
+    COMMON_ACTIVATIONS,
+    attend,
+    gelu_exact,  # noqa: F401
+    gelu_tanh,  # noqa: F401
 )
 from bert_jax.model.modeling import EncoderOutput, gather_positions
 from bert_jax.model.modernbert_config import LOCAL, ModernBertConfig
 from bert_jax.model.precision import dot_general, matmul
 
-
-def gelu_exact(x):
-    return jax.nn.gelu(x, approximate=False)
-
-
-def gelu_tanh(x):
-    return jax.nn.gelu(x, approximate=True)
-
-
 # Module-level functions so identical models hash identically and share jit caches.
-_ACTIVATIONS = {
-    "gelu": gelu_exact,
-    "gelu_new": gelu_tanh,
-    "gelu_pytorch_tanh": gelu_tanh,
-    "gelu_fast": gelu_tanh,
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-}
+_ACTIVATIONS = {**COMMON_ACTIVATIONS, "silu": jax.nn.silu, "swish": jax.nn.silu}
 
 
 def _init(config: ModernBertConfig, std: float):
@@ -163,17 +151,7 @@ class Attention(nnx.Module):
         qkv = self.Wqkv(x).reshape(batch, length, 3, self.num_heads, -1)  # (B, L, 3, H, K)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        drop = self.attention_dropout
-        training = not drop.deterministic and drop.rate > 0.0
-        context, probs = dot_product_attention(
-            q,
-            k,
-            v,
-            mask,
-            dropout_rate=drop.rate if training else 0.0,
-            dropout_rng=drop.rngs() if training else None,
-            return_probs=return_probs,
-        )
+        context, probs = attend(q, k, v, mask, self.attention_dropout, return_probs)
         return self.out_drop(self.Wo(context.reshape(batch, length, -1))), probs
 
 

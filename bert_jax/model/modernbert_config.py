@@ -8,14 +8,12 @@ saved directory loads in either. Unknown fields are kept verbatim in `extra`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
-import jax.numpy as jnp
-
 from bert_jax.errors import BertJaxError
 from bert_jax.io import read_json
+from bert_jax.model.config import HF_COMMON_FIELDS, ConfigMethods, hf_label_and_dtype_fields
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # HF's names for the two layer types
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
@@ -49,16 +47,9 @@ _HF_FIELDS = (
     "tie_word_embeddings",
 )
 # Fields we consume (turned into dataclass fields) rather than keep in `extra`.
-_CONSUMED = set(_HF_FIELDS) | {
-    "id2label",
-    "label2id",
-    "num_labels",
-    "problem_type",
-    "architectures",
-    "model_type",
-    "dtype",
-    "torch_dtype",
-    "transformers_version",
+_CONSUMED = {
+    *_HF_FIELDS,
+    *HF_COMMON_FIELDS,
     "layer_types",
     "rope_parameters",
     "global_attn_every_n_layers",
@@ -68,8 +59,10 @@ _CONSUMED = set(_HF_FIELDS) | {
 
 
 @dataclasses.dataclass(frozen=True)
-class ModernBertConfig:
-    """Architecture of a ModernBERT encoder. Defaults are answerdotai/ModernBERT-base's."""
+class ModernBertConfig(ConfigMethods):
+    """Architecture of a ModernBERT encoder. Defaults are answerdotai/ModernBERT-base's.
+    head_dim, num_labels, compute/weights_dtype, replace, with_labels, to_json_file: see
+    ConfigMethods (config.py)."""
 
     vocab_size: int = 50368
     hidden_size: int = 768
@@ -140,32 +133,6 @@ class ModernBertConfig:
             if not ok:
                 raise BertJaxError(f"config: {message}")
 
-    # ---- derived (the names the rest of bert_jax reads from any config) ---------------------
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label) or 2
-
-    @property
-    def compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.dtype)
-
-    @property
-    def weights_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.param_dtype)
-
-    def replace(self, **changes) -> ModernBertConfig:
-        return dataclasses.replace(self, **changes)
-
-    def with_labels(self, labels) -> ModernBertConfig:
-        """A copy for a classifier over `labels` (names, or a count → LABEL_0..LABEL_{n-1})."""
-        if isinstance(labels, int):
-            labels = [f"LABEL_{i}" for i in range(labels)]
-        return self.replace(id2label=tuple(str(x) for x in labels))
-
     # ---- HF config.json ---------------------------------------------------------------------
     @classmethod
     def from_hf_dict(cls, d: dict, *, source: str = "config.json") -> ModernBertConfig:
@@ -181,15 +148,7 @@ class ModernBertConfig:
             or _every_nth_global(layers, d.get("global_attn_every_n_layers", 3))
         )
         kwargs.update(_rope_thetas(d, source))
-        if "id2label" in d:
-            id2label = {int(k): v for k, v in d["id2label"].items()}
-            kwargs["id2label"] = tuple(id2label[i] for i in range(len(id2label)))
-        elif "num_labels" in d:
-            kwargs["id2label"] = tuple(f"LABEL_{i}" for i in range(int(d["num_labels"])))
-        kwargs["problem_type"] = d.get("problem_type")
-        stored = d.get("dtype") or d.get("torch_dtype")
-        if stored in ("bfloat16", "float32"):
-            kwargs["param_dtype"] = stored  # weights load as stored (fp16 ones as fp32)
+        kwargs.update(hf_label_and_dtype_fields(d))
         kwargs["extra"] = tuple(sorted((k, v) for k, v in d.items() if k not in _CONSUMED))
         try:
             return cls(**kwargs)
@@ -215,24 +174,11 @@ class ModernBertConfig:
         every = _regular_period(self.layer_types)
         if every:
             d["global_attn_every_n_layers"] = every
-        d["dtype"] = self.param_dtype
-        if architectures:
-            d["architectures"] = architectures
-        if self.id2label:
-            d["id2label"] = {str(i): name for i, name in enumerate(self.id2label)}
-            d["label2id"] = {name: i for i, name in enumerate(self.id2label)}
-        if self.problem_type:
-            d["problem_type"] = self.problem_type
-        return d
+        return self._with_hf_label_and_dtype_fields(d, architectures)
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> ModernBertConfig:
         return cls.from_hf_dict(read_json(path), source=str(path))
-
-    def to_json_file(self, path: str | os.PathLike, architectures: list[str] | None = None) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_hf_dict(architectures), f, indent=2, sort_keys=True)
-            f.write("\n")
 
 
 def _every_nth_global(layers: int, every: int) -> tuple[str, ...]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -76,36 +74,7 @@ def load_hf_weights(model: nnx.Module, tensors: dict[str, np.ndarray], *, source
         for k, v in tensors.items()
         if not (tied and k == "decoder.weight")  # a stored copy of the tied embeddings
     }
-    missing, used = [], set()
-    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        key, transpose = hf_key(path)
-        if key not in available:
-            missing.append(key)
-            continue
-        value = available[key].T if transpose else available[key]
-        expected = variable.get_value().shape
-        if value.shape != expected:
-            raise BertJaxError(
-                f"{source}: tensor {key} has shape {tuple(available[key].shape)}, the config "
-                f"expects {tuple(expected[::-1] if transpose else expected)}"
-            )
-        variable.set_value(jnp.asarray(value, dtype=variable.get_value().dtype))
-        used.add(key)
-    if not used:
-        raise BertJaxError(
-            f"{source}: no ModernBERT weights found (none of its tensor names match)"
-        )
-    unexpected = sorted(set(available) - used)
-    if missing:
-        warnings.warn(
-            f"{source}: newly initialised (not in the checkpoint): {', '.join(missing)}",
-            stacklevel=3,
-        )
-    if unexpected:
-        warnings.warn(
-            f"{source}: unused tensors in the checkpoint: {', '.join(unexpected)}", stacklevel=3
-        )
-    return {"missing": missing, "unexpected": unexpected}
+    return hf.copy_tensors(model, available, hf_key, source=source, family="ModernBERT")
 
 
 def from_pretrained(
@@ -122,17 +91,9 @@ def from_pretrained(
     keep their fresh initialisation (a new head)."""
     directory = os.fspath(directory)
     config = read_config(directory)
-    if dtype is not None:
-        config_changes["dtype"] = dtype
-    if config_changes:
-        config = config.replace(**config_changes)
-    tensors = hf.read_weights(directory)
-    if dont_load:
-        drop = re.compile("|".join(f"(?:{p})" for p in dont_load))
-        tensors = {k: v for k, v in tensors.items() if not drop.fullmatch(k)}
-    model = cls(config, rngs=nnx.Rngs(seed))
-    load_hf_weights(model, tensors, source=directory)
-    return model
+    return hf.build_and_load(
+        cls, config, directory, load_hf_weights, dtype, seed, dont_load, config_changes
+    )
 
 
 def save_pretrained(model, directory, tokenizer=None, *, overwrite: bool = False) -> None:
