@@ -108,16 +108,14 @@ def mask_batch(
     k = np.minimum(max_predictions, np.maximum(1, np.round(mask_rate * n_eligible)))
     k = np.where(n_eligible > 0, k, 0).astype(np.int64)  # (B,)
 
-    # Fixed-size draws per row, so a row's random stream never depends on outcomes.
-    n_random = vocab_size - int((specials < vocab_size).sum())
-    scores = np.empty((batch, length))
-    u = np.empty((batch, max_predictions))
-    random_ids = np.empty((batch, max_predictions), np.int64)
-    for b in range(batch):
-        rng = np.random.default_rng([seed, int(epochs[b]), int(indices[b])])
-        scores[b] = rng.random(length)
-        u[b] = rng.random(max_predictions)
-        random_ids[b] = rng.integers(0, n_random, size=max_predictions)
+    scores, u, random_ids = _row_draws(
+        seed,
+        epochs,
+        indices,
+        length,
+        max_predictions,
+        vocab_size - int((specials < vocab_size).sum()),
+    )
 
     if whole_word:
         if "word_ids" not in rows:
@@ -131,6 +129,13 @@ def mask_batch(
         order = np.argsort(np.where(eligible, scores, 2.0), axis=1, kind="stable")
         chosen = np.zeros((batch, length), bool)
         np.put_along_axis(chosen, order, np.arange(length) < k[:, None], axis=1)
+    return _masked_rows(rows, ids, chosen, u, random_ids, specials, mask_id, max_predictions)
+
+
+def _masked_rows(rows, ids, chosen, u, random_ids, specials, mask_id: int, max_predictions: int):
+    """`rows` with the `chosen` (B, L) positions replaced 80/10/10 ([MASK] / random / kept by the
+    draws `u`), and the masked_positions/masked_ids/masked_weights (B, P) the loss reads."""
+    length = ids.shape[1]
     # Chosen positions in ascending order, padded with `length` (sorts last), cut to P.
     pos = np.sort(np.where(chosen, np.arange(length), length), axis=1)
     if max_predictions > length:
@@ -150,6 +155,22 @@ def mask_batch(
     out["masked_ids"] = np.where(valid, original, 0).astype(np.int32)
     out["masked_weights"] = valid.astype(np.float32)
     return out
+
+
+def _row_draws(seed, epochs, indices, length: int, max_predictions: int, n_random: int):
+    """Each row's random numbers from its own (seed, epoch, index) stream, in fixed-size draws so
+    that a row's stream never depends on outcomes: position scores (B, L), the 80/10/10 draw
+    (B, P) and random replacement ids (B, P) below `n_random`."""
+    batch = len(epochs)
+    scores = np.empty((batch, length))
+    u = np.empty((batch, max_predictions))
+    random_ids = np.empty((batch, max_predictions), np.int64)
+    for b in range(batch):
+        rng = np.random.default_rng([seed, int(epochs[b]), int(indices[b])])
+        scores[b] = rng.random(length)
+        u[b] = rng.random(max_predictions)
+        random_ids[b] = rng.integers(0, n_random, size=max_predictions)
+    return scores, u, random_ids
 
 
 def _pick_whole_words(

@@ -251,24 +251,9 @@ class BertTokenizer:
         specials/pad. padding=False gives, per key, a list of 1-D arrays instead.
         Truncation is longest-first to max_length (default model_max_length, else 512).
         """
-        texts = check_texts(texts, "text")
-        if pairs is not None:
-            pairs = check_texts(pairs, "pair")
-            if len(pairs) != len(texts):
-                raise BertJaxError(f"got {len(texts)} texts but {len(pairs)} pairs")
-        if padding not in _PADDING:
-            raise BertJaxError(f"padding={padding!r}: expected one of {_PADDING}")
-        max_length = max_length or self.model_max_length or 512
-        post = self._encoder.post_processor  # [CLS] A [SEP]: 2 and 3; <s> A </s></s> B </s>: 2, 4
-        n_special = post.num_special_tokens_to_add(pairs is not None) if post else 0
-        if truncation and max_length <= n_special:
-            raise BertJaxError(f"max_length={max_length} leaves no room beside special tokens")
-        if truncation and padding and pad_to_multiple_of and max_length % pad_to_multiple_of:
-            # as HF: padding up past the truncation length could overrun the position table
-            raise BertJaxError(
-                f"max_length={max_length} is not a multiple of "
-                f"pad_to_multiple_of={pad_to_multiple_of}"
-            )
+        texts, pairs, max_length = self._check_call(
+            texts, pairs, max_length, truncation, padding, pad_to_multiple_of
+        )
         inputs = texts if pairs is None else list(zip(texts, pairs))
         with self._lock:
             enc = self._encoder
@@ -295,6 +280,28 @@ class BertTokenizer:
         if padding in (False, "do_not_pad"):
             return {k: [np.asarray(r, np.int32) for r in v] for k, v in rows.items()}
         return _stacked(rows, max_length)
+
+    def _check_call(self, texts, pairs, max_length, truncation, padding, pad_to_multiple_of):
+        """Validated (texts, pairs, max_length) for `__call__`: one error line per mistake."""
+        texts = check_texts(texts, "text")
+        if pairs is not None:
+            pairs = check_texts(pairs, "pair")
+            if len(pairs) != len(texts):
+                raise BertJaxError(f"got {len(texts)} texts but {len(pairs)} pairs")
+        if padding not in _PADDING:
+            raise BertJaxError(f"padding={padding!r}: expected one of {_PADDING}")
+        max_length = max_length or self.model_max_length or 512
+        post = self._encoder.post_processor  # [CLS] A [SEP]: 2 and 3; <s> A </s></s> B </s>: 2, 4
+        n_special = post.num_special_tokens_to_add(pairs is not None) if post else 0
+        if truncation and max_length <= n_special:
+            raise BertJaxError(f"max_length={max_length} leaves no room beside special tokens")
+        if truncation and padding and pad_to_multiple_of and max_length % pad_to_multiple_of:
+            # as HF: padding up past the truncation length could overrun the position table
+            raise BertJaxError(
+                f"max_length={max_length} is not a multiple of "
+                f"pad_to_multiple_of={pad_to_multiple_of}"
+            )
+        return texts, pairs, max_length
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
