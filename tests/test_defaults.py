@@ -40,14 +40,14 @@ TINY = {
     "train.tensorboard": False,  # added since
 }  # fmt: skip
 # What the BERT recipes set differently from TINY (eval_at_start: they had none, the code's
-# default was False).
+# default was False). Since: they read Wikipedia prepared by `bert-jax prepare` (README).
 WIKIPEDIA = {
-    "data.corpus": "tfds:wikipedia/20230601.en", "data.eval_fraction": 0.001,
+    "data.corpus": "data/wiki_nsp128",
     "data.vocab_size": 30522, "data.layout": "nsp", "model.max_position_embeddings": 512,
     "model.dtype": "bfloat16", "train.keep_checkpoints": 3, "train.eval_at_start": False,
     "model.hidden_dropout_prob": 0.1,
 }  # fmt: skip
-LONG = {"data.max_length": 512, "data.max_predictions": 80}
+LONG = {"data.max_length": 512, "data.max_predictions": 80, "data.corpus": "data/wiki_nsp512"}
 BASE = {
     **WIKIPEDIA, "model.size": "base", "model.attention_probs_dropout_prob": 0.1,
     "optimizer.learning_rate": 1e-4, "optimizer.warmup_steps": 10_000,
