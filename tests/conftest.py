@@ -51,3 +51,33 @@ def real_sentences() -> list[str]:
     lines = shakespeare_lines(400)
     long = " ".join(lines[100:130])  # ~300 tokens
     return lines[200:208] + tweets(7) + [long, "Why?"]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    """A persistent compilation cache for one module's runs, in-process and in subprocesses (so
+    repeated tiny trainings compile once); returns the environment for subprocesses."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    values = {
+        "jax_compilation_cache_dir": path,
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    saved = {name: getattr(jax.config, name) for name in values}
+    for name, value in values.items():
+        jax.config.update(name, value)
+    cc.reset_cache()  # re-read the settings on the next compile
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
+    env.update({name.upper(): str(value) for name, value in values.items()})
+    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    yield env
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    cc.reset_cache()

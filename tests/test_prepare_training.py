@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import re
 import shutil
 import socket
@@ -19,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import pytest
 
 from bert_jax.cli import main as cli_main
@@ -92,30 +90,6 @@ def vocab(corpus, tmp_path_factory) -> str:
         == 0
     )
     return str(out)
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    """A persistent compilation cache for this module; the env for subprocesses."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("jax_cache"))
-    values = {
-        "jax_compilation_cache_dir": path,
-        "jax_persistent_cache_min_compile_time_secs": 0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    saved = {name: getattr(jax.config, name) for name in values}
-    for name, value in values.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
-    env.update({name.upper(): str(value) for name, value in values.items()})
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
-    yield env
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
 
 
 @pytest.fixture(scope="module")

@@ -56,11 +56,6 @@ TINY = {
     "train.eval_batches": 4,
     "train.progress": False,
 }
-_CACHE_OPTIONS = {  # config name: environment variable
-    "jax_compilation_cache_dir": "JAX_COMPILATION_CACHE_DIR",
-    "jax_persistent_cache_min_compile_time_secs": "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-    "jax_persistent_cache_min_entry_size_bytes": "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
-}
 
 
 def overrides(corpus: Path, **changes) -> list[str]:
@@ -88,31 +83,6 @@ def corpus(tmp_path_factory) -> Path:
     lines = (texts / "macbeth_gut.txt").read_text(encoding="utf-8").splitlines()
     (root / "heldout.txt").write_text("\n".join(lines[200:900]), encoding="utf-8")
     return root
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    """Persistent compilation cache for this module's runs; returns the env for subprocesses."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("jax_cache"))
-    values = {
-        "jax_compilation_cache_dir": path,
-        "jax_persistent_cache_min_compile_time_secs": 0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    saved = {name: getattr(jax.config, name) for name in values}
-    for name, value in values.items():
-        jax.config.update(name, value)
-    cc.reset_cache()  # re-read the settings on the next compile
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
-    env.update({_CACHE_OPTIONS[name]: str(value) for name, value in values.items()})
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    yield env
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
 
 
 @pytest.fixture(scope="module")

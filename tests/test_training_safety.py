@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -107,32 +106,6 @@ def corpus(tmp_path_factory) -> Path:
     for name in ("comedy_of_errors", "cymbeline"):
         shutil.copy(TEXTS / f"{name}_gut.txt", root / f"{name}.txt")
     return root
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    """A persistent compilation cache for this module's runs, in-process and in subprocesses;
-    returns the environment for subprocesses."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("jax_cache"))
-    values = {
-        "jax_compilation_cache_dir": path,
-        "jax_persistent_cache_min_compile_time_secs": 0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    saved = {name: getattr(jax.config, name) for name in values}
-    for name, value in values.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
-    env.update({name.upper(): str(value) for name, value in values.items()})
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    yield env
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
 
 
 def cli_process(argv, env, log: Path) -> subprocess.Popen:
