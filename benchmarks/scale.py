@@ -7,8 +7,8 @@ For each size (MB of text) it builds a corpus from the bundled Shakespeare scene
 repeated, spread over several files), then
   prepare   `bert-jax prepare` (MiniLM's 30,522-token WordPiece, rows of 128, packed) with 1 and 2
             worker processes: tokens/s, peak RSS of the largest process and of all of them
-            together (from the OS: getrusage of children, /proc polling), bytes on disk per token,
-            and whether the two outputs are byte-identical;
+            together (measure.py: the kernel's wait4 accounting, /proc polling), bytes on disk
+            per token, and whether the two outputs are byte-identical;
   pretrain  `bert-jax pretrain` BERT-mini (batch 32) on the prepared directory for 3 steps: peak
             RSS and the time from launch to the end of step 1 (compilation cache warm; median of
             three launches per size, interleaved over the sizes);
@@ -24,14 +24,12 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
+
+from measure import run
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -68,83 +66,15 @@ def make_corpus(directory: Path, megabytes: int) -> Path:
     return directory
 
 
-class PeakRss:
-    """Peak RSS of a process tree by polling /proc every 0.1 s: of its largest process, and of
-    all its processes together."""
-
-    def __init__(self, pid: int):
-        self.pid, self.largest, self.total, self._stop = pid, 0, 0, threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _tree(self, pid: int) -> list[int]:
-        out = [pid]
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    for child in f.read().split():
-                        out += self._tree(int(child))
-        except OSError:
-            pass
-        return out
-
-    def _poll(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not self._stop.wait(0.1):
-            sizes = []
-            for pid in self._tree(self.pid):
-                try:
-                    with open(f"/proc/{pid}/statm") as f:
-                        sizes.append(int(f.read().split()[1]) * page)
-                except OSError:
-                    pass
-            self.largest = max([self.largest, *sizes])
-            self.total = max(self.total, sum(sizes))
-
-    def stop(self) -> tuple[int, int]:
-        self._stop.set()
-        self._thread.join()
-        return self.largest, self.total
-
-
-def run(argv: list[str], env: dict | None = None, until=None) -> dict:
-    """Run `argv`; wall time, the time `until()` first held, peak RSS (largest process, tree)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    tree = PeakRss(proc.pid)
-    first = None
-    while proc.poll() is None:
-        if until is not None and first is None and until():
-            first = time.perf_counter() - start
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - start
-    largest, total = tree.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed:\n{err.decode()[-3000:]}")
-    # getrusage's ru_maxrss (KiB) is exact but is the maximum over every child so far; the
-    # polled figure is this run's own (it can miss a peak shorter than 0.1 s).
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    exact = usage.ru_maxrss / 1024 if usage.ru_maxrss > before else 0.0
-    return {
-        "seconds": wall,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu_before,
-        "first": first,
-        "peak_rss_largest_mb": max(exact, largest / 2**20),
-        "peak_rss_tree_mb": total / 2**20,
-        "stdout": out.decode(),
-    }
-
-
 def prepare(corpus: Path, tokenizer: str, out: Path, workers: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     argv = [PYTHON, "-m", "bert_jax.cli", "prepare", "--corpus", str(corpus / "*.txt")]
     argv += ["--tokenizer", tokenizer, "--max-length", "128", "--out", str(out), "--quiet"]
     argv += ["--workers", str(workers), "--eval-fraction", "0.001"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+    load = os.getloadavg()[0]  # other jobs on the machine skew the wall-clock speedup
     result = run(argv, env)
+    result["load_average_before"] = load
     manifest = json.loads((out / "manifest.json").read_text())
     tokens = manifest["totals"]["train_tokens"] + manifest["totals"]["eval_tokens"]
     result.update(
@@ -251,7 +181,11 @@ def main() -> None:
         row = {"mb": size}
         for workers in (1, 2):
             row[f"prepare_{workers}"] = prepare(corpus, tokenizer, root / f"data_{size}", workers)
-            print(f"{size} MB, {workers} worker(s): {row[f'prepare_{workers}']['seconds']:.1f} s")
+            done = row[f"prepare_{workers}"]
+            print(
+                f"{size} MB, {workers} worker(s): {done['seconds']:.1f} s "
+                f"(load average before: {done['load_average_before']:.2f})"
+            )
         a, b = row["prepare_1"], row["prepare_2"]
         row["identical"] = a.pop("sha256") == b.pop("sha256")
         row["speedup"] = b["tokens_per_sec"] / a["tokens_per_sec"]

@@ -45,6 +45,17 @@ def shuffled_batches(
     return batches
 
 
+def epoch_order(
+    padded: Sequence[int], batch_size: int, *, seed: int, epoch: int
+) -> list[np.ndarray]:
+    """Training epoch `epoch`'s batches (index arrays into the examples, whose padded lengths are
+    `padded`): same-length batches in an order shuffled by (seed, epoch) alone, so that a resumed
+    run, or another framework fed the same batches, sees exactly these."""
+    return shuffled_batches(
+        padded, batch_size, shuffle=True, seed=seed * 1_000_003 + epoch, pad_to_multiple_of=1
+    )
+
+
 def pad_batch(
     features: Sequence[dict], pad_id: int, multiple_of: int = 8, max_length: int | None = None
 ) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from bert_jax.sampling import held_out, subset
 from bert_jax.tasks import features as F
 from bert_jax.tasks import metrics as M
 from bert_jax.tasks import readers
+from bert_jax.tasks.batching import fitted_buckets, length_buckets
 from bert_jax.tasks.postprocess import decode_answers
 
 TASKS = ("classification", "ner", "qa")
@@ -165,6 +166,16 @@ def load_task_data(
     if kind == "ner":
         return _ner_data(config, tokenizer, label_names, train)
     return _qa_data(config, tokenizer, train)
+
+
+def task_buckets(config, data: TaskData) -> list[int]:
+    """The padded lengths of training and evaluation batches: `data.length_buckets` fitted to
+    the examples' lengths (each is compiled once for training, once for evaluation)."""
+    max_length, count = int(config.data.max_length), int(config.data.length_buckets)
+    if count <= 0:
+        return length_buckets(max_length)
+    lengths = [len(f["input_ids"]) for f in (data.train or []) + data.eval]
+    return fitted_buckets(lengths, max_length, count)
 
 
 def _limits(config) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from bert_jax.errors import BertJaxError
-from bert_jax.tasks.batching import bucket_for, make_batch, shuffled_batches
+from bert_jax.tasks.batching import bucket_for, epoch_order, make_batch
 from bert_jax.training.sharding import process_rows
 
 
@@ -48,13 +48,7 @@ class EpochBatches:
     def batch_at(self, step: int) -> dict[str, np.ndarray]:
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self._order = shuffled_batches(
-                self.padded,
-                self.batch_size,
-                shuffle=True,
-                seed=self.seed * 1_000_003 + epoch,
-                pad_to_multiple_of=1,
-            )
+            self._order = epoch_order(self.padded, self.batch_size, seed=self.seed, epoch=epoch)
             self._epoch = epoch
         index = self._order[i]
         length = int(self.padded[index].max())

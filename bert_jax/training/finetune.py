@@ -26,8 +26,8 @@ from bert_jax.model import model_class_for
 from bert_jax.model.auto import class_for_task, read_config
 from bert_jax.model.device import describe_dtype, enable_compilation_cache, resolve_dtype
 from bert_jax.model.forward import jit_forward, max_positions, task_of
-from bert_jax.tasks.batching import fitted_buckets, length_buckets
-from bert_jax.tasks.datasets import TaskData, load_task_data
+from bert_jax.tasks.batching import length_buckets
+from bert_jax.tasks.datasets import TaskData, load_task_data, task_buckets
 from bert_jax.tokenizer import BertTokenizer
 from bert_jax.training import sharding
 from bert_jax.training.epoch_batches import EpochBatches, StopAfter
@@ -81,16 +81,6 @@ def task_model(config, model_dir: str, data: TaskData) -> nnx.Module:
             f"data.max_length {max_length} exceeds the {limit} positions the model serves"
         )
     return model
-
-
-def task_buckets(config, data: TaskData) -> list[int]:
-    """The padded lengths of training and evaluation batches: `data.length_buckets` fitted to
-    the examples' lengths (each is compiled once for training, once for evaluation)."""
-    max_length, count = int(config.data.max_length), int(config.data.length_buckets)
-    if count <= 0:
-        return length_buckets(max_length)
-    lengths = [len(f["input_ids"]) for f in (data.train or []) + data.eval]
-    return fitted_buckets(lengths, max_length, count)
 
 
 def trainer_config(config, steps_per_epoch: int) -> TrainerConfig:
