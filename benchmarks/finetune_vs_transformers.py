@@ -184,7 +184,7 @@ def overrides_of(args, task: str) -> list[str]:
     ):
         if getattr(args, flag) is not None:
             overrides.append(f"--config.{field}={getattr(args, flag)}")
-    return overrides
+    return overrides + [f"--config.{setting}" for setting in args.set]
 
 
 def in_process(args) -> None:
@@ -213,6 +213,8 @@ def measured(args, task: str, side: str, seed: int) -> dict:
         for flag in ("max_train", "max_eval", "epochs"):
             if getattr(args, flag) is not None:
                 argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        for setting in args.set:
+            argv += ["--set", setting]
         env = dict(os.environ, BERT_JAX_CACHE_DIR=os.path.join(tmp, "jax_cache"))
         process = measure.run(argv, env)
         with open(out, encoding="utf-8") as f:
@@ -267,6 +269,13 @@ def main() -> int:
         "--runs", type=int, default=1, help="runs per side, seeds seed, seed+1, ..."
     )
     parser.add_argument("--tasks", default="tweet,ner", help="comma-separated: tweet, ner")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a config override for both sides, e.g. data.length_buckets=4 (repeatable)",
+    )
     parser.add_argument("--only", choices=sorted(SIDES), help="run one side in this process")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -282,10 +291,10 @@ def main() -> int:
             for side in sides:
                 print(f"{task} / {side} / seed {args.seed + run} ...", file=sys.stderr, flush=True)
                 rows.append(measured(args, task, side, args.seed + run))
+                if args.json:  # after every run: a long benchmark stopped early keeps its rows
+                    with open(args.json, "w", encoding="utf-8") as f:
+                        json.dump(rows, f, indent=2, default=float)
     report(rows)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2, default=float)
     return 0
 
 
