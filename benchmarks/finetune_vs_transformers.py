@@ -276,9 +276,14 @@ def main() -> int:
         metavar="FIELD=VALUE",
         help="a config override for both sides, e.g. data.length_buckets=4 (repeatable)",
     )
+    parser.add_argument(
+        "--sides", default="bert_jax,transformers", help="which to run, alternating who goes first"
+    )
     parser.add_argument("--only", choices=sorted(SIDES), help="run one side in this process")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if set(args.sides.split(",")) - set(SIDES):
+        parser.error(f"--sides: a comma-separated subset of {', '.join(SIDES)}")
     if args.only:
         if not args.json:
             parser.error("--only needs --json")
@@ -287,7 +292,7 @@ def main() -> int:
     rows = []
     for task in args.tasks.split(","):
         for run in range(args.runs):
-            sides = list(SIDES) if run % 2 == 0 else list(SIDES)[::-1]  # alternate who goes first
+            sides = args.sides.split(",") if run % 2 == 0 else args.sides.split(",")[::-1]
             for side in sides:
                 print(f"{task} / {side} / seed {args.seed + run} ...", file=sys.stderr, flush=True)
                 rows.append(measured(args, task, side, args.seed + run))
