@@ -202,8 +202,8 @@ def in_process(args) -> None:
 
 def measured(args, task: str, side: str, seed: int) -> dict:
     """`side` on `task` in a fresh process: wall time from launch to exit (imports, data, model
-    loading, compilation with an empty cache, training, evaluations, saving), CPU time and peak
-    RSS as the OS counts them."""
+    loading, compilation (into an empty cache unless --cache-dir), training, evaluations,
+    saving), CPU time and peak RSS as the OS counts them."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         argv = [sys.executable, os.path.abspath(__file__), "--only", side, "--tasks", task]
@@ -215,7 +215,8 @@ def measured(args, task: str, side: str, seed: int) -> dict:
                 argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         for setting in args.set:
             argv += ["--set", setting]
-        env = dict(os.environ, BERT_JAX_CACHE_DIR=os.path.join(tmp, "jax_cache"))
+        cache = args.cache_dir or os.path.join(tmp, "jax_cache")  # default: empty every run
+        env = dict(os.environ, BERT_JAX_CACHE_DIR=cache)
         process = measure.run(argv, env)
         with open(out, encoding="utf-8") as f:
             (result,) = json.load(f)
@@ -278,6 +279,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--sides", default="bert_jax,transformers", help="which to run, alternating who goes first"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        help="bert_jax's compilation cache for every run (kept: warm after the first run); "
+        "default: a fresh, empty one per run",
     )
     parser.add_argument("--only", choices=sorted(SIDES), help="run one side in this process")
     parser.add_argument("--json", help="also write the results here")
