@@ -20,13 +20,6 @@ import jax
 from bert_jax.errors import BertJaxError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-# `compiler_options` of the training programs (other backends ignore xla_cpu_* options).
-# XLA:CPU's default scheduler orders ops for parallelism and so keeps more temporaries alive:
-# MiniLM's training step (B=32, L=64) needs 641 MB of them with it, 499 MB without, at the same
-# speed (its forward: 192 MB against 38 MB; docs/benchmarks.md §6).
-CPU_TRAINING_OPTIONS = {"xla_cpu_enable_concurrency_optimized_scheduler": False}
-
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

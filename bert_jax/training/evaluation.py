@@ -15,7 +15,6 @@ import jax
 import numpy as np
 from flax import nnx
 
-from bert_jax.model.device import CPU_TRAINING_OPTIONS
 from bert_jax.model.forward import head_outputs
 from bert_jax.tasks.batching import rows_of, sorted_batches
 from bert_jax.tasks.datasets import TaskData, score
@@ -29,7 +28,7 @@ def eval_outputs(model: nnx.Module, *, objective: Objective, **batch):
     return outputs, objective.sums(outputs, batch)[0], objective.counts(batch)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), compiler_options=CPU_TRAINING_OPTIONS)
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def _params_eval(graphdef, objective, params, rest, batch):
     return eval_outputs(nnx.merge(graphdef, params, rest), objective=objective, **batch)
 

@@ -27,7 +27,6 @@ from flax import nnx
 from tqdm import tqdm
 
 from bert_jax.errors import BertJaxError
-from bert_jax.model.device import CPU_TRAINING_OPTIONS
 from bert_jax.training import divergence, optim, sharding
 from bert_jax.training.checkpoint import Checkpointer
 from bert_jax.training.metric_writers import MetricWriter
@@ -76,14 +75,12 @@ class Trainer:
             in_shardings=(self.state_sharding, batch_sh),
             out_shardings=(self.state_sharding, rep),
             donate_argnums=0,
-            compiler_options=CPU_TRAINING_OPTIONS,
         )
         self._watch = jax.jit(divergence.update, out_shardings=rep)
         self.eval_step = jax.jit(
             self._eval_step,
             in_shardings=(self.state_sharding["params"], batch_sh),
             out_shardings=rep,
-            compiler_options=CPU_TRAINING_OPTIONS,
         )
         self.checkpointer = Checkpointer(
             os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
