@@ -81,3 +81,22 @@ def cache_env(tmp_path_factory):
     for name, value in saved.items():
         jax.config.update(name, value)
     cc.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_config():
+    """`make(vocab_size, **changes)`: the suite's smallest BERT config (1 layer of width 32,
+    2 heads, FFN 64, 64 positions), with `changes` overriding any field."""
+    from bert_jax.model import BertConfig
+
+    def make(vocab_size: int, **changes) -> BertConfig:
+        fields = dict(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+        return BertConfig(vocab_size=vocab_size, **{**fields, **changes})
+
+    return make

@@ -430,13 +430,14 @@ def test_two_processes_match_one(sharded_runs, reference):
 # ---- gradient accumulation ----------------------------------------------------------------------
 
 
-def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache_env, tmp_path):
+def test_gradient_accumulation_equals_one_big_batch(
+    corpus, tokenizer_dir, cache_env, tmp_path, tiny_bert_config
+):
     from flax import nnx
 
     from bert_jax.data.masking import MaskingConfig
     from bert_jax.data.pipeline import PretrainBatches, pretrain_rows
     from bert_jax.data.sources import load_corpus
-    from bert_jax.model.config import BertConfig
     from bert_jax.model.modeling import BertForMaskedLM
     from bert_jax.tokenizer import BertTokenizer
     from bert_jax.training import sharding
@@ -449,15 +450,8 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tokenizer_dir, cache
     masking = MaskingConfig.for_tokenizer(tok, max_predictions=5)
     pipe = PretrainBatches(rows, batch_size=16, seed=0, masking=masking, prefetch=0)
     batches = [pipe.batch_at(s) for s in range(2)]
-    bert = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+    bert = tiny_bert_config(
+        tok.vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )  # dropout off:
     # its masks are drawn per micro-batch, so only without it are the two runs the same maths.
 

@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 
 from bert_jax.cli import main
-from bert_jax.model import BertConfig, BertForMaskedLM, BertModel
+from bert_jax.model import BertForMaskedLM, BertModel
 from bert_jax.tokenizer import BertTokenizer
 
 
@@ -43,18 +43,12 @@ def shakespeare_file() -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_mlm_dir(tmp_path_factory, minilm_dir) -> str:
+def tiny_mlm_dir(tmp_path_factory, minilm_dir, tiny_bert_config) -> str:
     """A small random BertForMaskedLM with its own 800-token vocab (MiniLM's has 30522)."""
     out = tmp_path_factory.mktemp("tiny_mlm")
     tok = BertTokenizer.train([shakespeare_file()], vocab_size=800)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=130,  # not a multiple of 8: padding must still fit
-    )
+    # 130 positions, not a multiple of 8: padding must still fit
+    config = tiny_bert_config(tok.vocab_size, max_position_embeddings=130)
     BertForMaskedLM(config, rngs=nnx.Rngs(0)).save_pretrained(out, tok)
     return str(out)
 

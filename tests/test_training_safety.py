@@ -434,24 +434,17 @@ def test_two_fresh_default_runs_are_identical(cache_env, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def classify_setup(tmp_path_factory):
+def classify_setup(tmp_path_factory, tiny_bert_config):
     """A 1-layer BERT with an 800-token Shakespeare vocab and a CSV whose label is whether the text
     holds 'excellent' (the model can learn it in a few steps)."""
     from flax import nnx
 
-    from bert_jax.model import BertConfig, BertModel
+    from bert_jax.model import BertModel
     from bert_jax.tokenizer import BertTokenizer
 
     root = tmp_path_factory.mktemp("classify")
     tok = BertTokenizer.train([str(TEXTS / "hamlet_gut.txt")], vocab_size=800)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
+    config = tiny_bert_config(tok.vocab_size, max_position_embeddings=32)
     BertModel(config, rngs=nnx.Rngs(0)).save_pretrained(root / "model", tok)
     rng = np.random.default_rng(0)
     words = ["the", "king", "was", "a", "with", "lord", "and", "night", "good", "long"]
