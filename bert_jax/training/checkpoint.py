@@ -181,15 +181,17 @@ class _DropErrorRecords(logging.Filter):
 def _orbax_errors_raised_not_logged():
     """Orbax logs an error of its writer threads (with a traceback) through absl and then raises
     it to the caller; keep only the raise, which the caller turns into one line or a traceback.
-    After a failure the echoes of the abandoned writes stay muted (see above)."""
-    logger, drop = logging.getLogger("absl"), _DropErrorRecords()
-    logger.addFilter(drop)
+    After a failure the echoes of the abandoned writes stay muted: late "Event loop is closed"
+    callbacks (see below) and asyncio's "Task exception was never retrieved" for the writes
+    orbax gave up on, logged whenever those tasks are collected."""
+    loggers, drop = [logging.getLogger(name) for name in ("absl", "asyncio")], _DropErrorRecords()
+    for logger in loggers:
+        logger.addFilter(drop)
     previous = sys.unraisablehook
     sys.unraisablehook = _closed_loop_callbacks_ignored(previous)
-    try:
-        yield
-        sys.unraisablehook = previous  # on failure it stays: the late callbacks come after
-    finally:
+    yield  # on failure the exception propagates from here and the muting stays
+    sys.unraisablehook = previous
+    for logger in loggers:
         logger.removeFilter(drop)
 
 
