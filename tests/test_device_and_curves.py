@@ -12,6 +12,7 @@ import pytest
 from bert_jax.cli import main
 from bert_jax.errors import BertJaxError
 from bert_jax.model.device import describe_dtype, resolve_dtype
+from bert_jax.xla_flags import prefer_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +42,35 @@ def test_auto_dtype_follows_the_hardware(platform, flags, expected):
 def test_unknown_dtype_names_the_choices():
     with pytest.raises(BertJaxError, match="dtype must be one of"):
         resolve_dtype("fp8")
+
+
+def test_preferred_xla_flags_are_added_unless_the_user_names_them():
+    env = {}
+    assert prefer_flags(env) == "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    mine = "--xla_cpu_enable_concurrency_optimized_scheduler=true --xla_cpu_use_xnnpack=false"
+    env = {"XLA_FLAGS": mine}
+    assert prefer_flags(env) == mine  # the user's value wins
+    env = {"XLA_FLAGS": "--xla_cpu_use_xnnpack=false"}
+    assert prefer_flags(env).split() == [
+        "--xla_cpu_use_xnnpack=false",
+        "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+    ]
+
+
+def test_importing_bert_jax_sets_flags_that_xla_accepts():
+    # XLA aborts on a flag it does not know when its backend starts: this run proves it reads
+    # and accepts ours (and that importing bert_jax adds them before any backend exists).
+    code = (
+        "import os, bert_jax, jax.numpy as jnp; print(float(jnp.ones(3).sum()));"
+        "print(os.environ['XLA_FLAGS'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    total, flags = out.stdout.split("\n")[:2]
+    assert total == "3.0" and "xla_cpu_enable_concurrency_optimized_scheduler=false" in flags
 
 
 def test_second_process_loads_compiled_code_from_the_cache(tmp_path):
