@@ -195,6 +195,24 @@ def test_missing_head_weights_warn_once_naming_them(minilm_dir):
     assert len([w for w in record if "newly initialised" in str(w.message)]) == 1
 
 
+def test_a_new_head_starts_as_a_fresh_model_with_the_same_seed_would(minilm_dir):
+    # from_pretrained builds the model abstractly and initialises only what the checkpoint
+    # lacks: those values must be the ones a concrete build with that seed draws.
+    labels = ("a", "b", "c")
+    with pytest.warns(UserWarning, match="newly initialised"):
+        loaded = BertForSequenceClassification.from_pretrained(minilm_dir, seed=7, id2label=labels)
+    fresh = BertForSequenceClassification(loaded.config, rngs=nnx.Rngs(7))
+    # (to rounding: one compiled program draws them rather than op-by-op execution)
+    np.testing.assert_allclose(loaded.classifier.kernel[...], fresh.classifier.kernel[...], 1e-5)
+    np.testing.assert_array_equal(loaded.classifier.bias[...], fresh.classifier.bias[...])
+    leaves = jax.tree.leaves(nnx.state(loaded))
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)  # nothing left abstract
+    # ...and dropout draws (RNG streams are initialised too) work in training mode.
+    loaded.train()
+    ids = jnp.ones((2, 8), jnp.int32)
+    assert np.abs(np.asarray(loaded(ids)) - np.asarray(loaded(ids))).max() > 0
+
+
 def test_bad_model_directories_give_one_clear_error(minilm_dir, tmp_path):
     with pytest.raises(BertJaxError, match="config.json"):
         BertModel.from_pretrained(tmp_path)

@@ -17,6 +17,7 @@ import re
 import warnings
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -271,9 +272,37 @@ def build_and_load(cls, config, directory, load, dtype, seed, dont_load, config_
     if dont_load:
         drop = re.compile("|".join(f"(?:{p})" for p in dont_load))
         tensors = {k: v for k, v in tensors.items() if not drop.fullmatch(k)}
-    model = cls(config, rngs=nnx.Rngs(seed))
+
+    def build() -> nnx.Module:
+        return cls(config, rngs=nnx.Rngs(seed))
+
+    # Shapes only: the weights the checkpoint holds are never randomly initialised, which saves
+    # the model's size in transient memory and a compiled program per initialiser shape.
+    model = nnx.eval_shape(build)
     load(model, tensors, source=directory)
+    initialise_unset(model, build)
     return model
+
+
+def initialise_unset(model: nnx.Module, build) -> None:
+    """Give each variable of `model` (from `nnx.eval_shape(build)`) still holding only a shape —
+    a new head, RNG streams — the value a fresh `build()` gives it, in one compiled program that
+    computes just those."""
+    unset = [
+        (path, variable)
+        for path, variable in nnx.to_flat_state(nnx.state(model))
+        if isinstance(variable.get_value(), jax.ShapeDtypeStruct)
+    ]
+    if not unset:
+        return
+    paths = [path for path, _ in unset]
+
+    def fresh_values():
+        fresh = dict(nnx.to_flat_state(nnx.state(build())))
+        return [fresh[path].get_value() for path in paths]
+
+    for (_, variable), value in zip(unset, jax.jit(fresh_values)(), strict=True):
+        variable.set_value(value)
 
 
 def save_pretrained(
