@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
+from bert_jax.model.dropout import keep_mask
+
 # Set while tracing a function meant to run anywhere (`portable_attention`): no cuDNN custom call.
 _PORTABLE = contextvars.ContextVar("portable_attention", default=False)
 
@@ -74,8 +76,8 @@ def dot_product_attention(
     probs = jax.nn.softmax(logits, axis=-1)
     weights = probs
     if dropout_rate > 0.0 and dropout_rng is not None:
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-        weights = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+        keep, probability = keep_mask(dropout_rng, dropout_rate, probs.shape)  # dropout.py
+        weights = jnp.where(keep, probs / probability, 0.0)
     context = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
     return context, (probs if return_probs else None)
 

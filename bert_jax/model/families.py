@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax.model.config import BertConfig
+from bert_jax.model.dropout import Dropout
 from bert_jax.model.layers import activation, dense
 from bert_jax.model.modeling import (
     BertForMaskedLM,
@@ -42,7 +43,7 @@ class ClassificationHead(nnx.Module):
         self.dense = dense(config, d, d, rngs)
         self.out_proj = dense(config, d, config.num_labels, rngs)
         self.act = activation(act)
-        self.dropout = nnx.Dropout(rate, rngs=rngs)
+        self.dropout = Dropout(rate, rngs=rngs)
         self.dropout_first = dropout_first
 
     def __call__(self, hidden: jax.Array) -> jax.Array:
@@ -212,7 +213,7 @@ class DistilBertForQuestionAnswering(BertForQuestionAnswering):
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
         super().__init__(config, rngs=rngs)
-        self.dropout = nnx.Dropout(float(config.hf_value("qa_dropout", 0.1)), rngs=rngs)
+        self.dropout = Dropout(float(config.hf_value("qa_dropout", 0.1)), rngs=rngs)
 
     def __call__(self, input_ids, **inputs) -> tuple[jax.Array, jax.Array]:
         hidden = self.dropout(self.bert(input_ids, **inputs).last_hidden_state)

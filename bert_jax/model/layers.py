@@ -13,6 +13,7 @@ from flax import nnx
 
 from bert_jax.model.attention import dot_product_attention
 from bert_jax.model.config import BertConfig
+from bert_jax.model.dropout import Dropout
 from bert_jax.model.precision import dot_general
 
 
@@ -102,7 +103,7 @@ class Embeddings(nnx.Module):
         types = config.type_vocab_size
         self.token_type = _embed(config, types, rngs) if types else None
         self.norm = layer_norm(config, rngs, config.embedding_dim)
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout_prob, rngs=rngs)
         self.dtype = config.compute_dtype
         # HF's nn.Embedding(padding_idx=...): lookups of the padding row pass it no gradient
         # (it matters when a padding token's state is scored, e.g. <s> of a left-padded row).
@@ -150,8 +151,8 @@ class SelfAttention(nnx.Module):
         self.value = dense(config, d, d, rngs)
         self.output = dense(config, d, d, rngs)
         self.norm = layer_norm(config, rngs)
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
-        self.attention_dropout = nnx.Dropout(config.attention_probs_dropout_prob, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout_prob, rngs=rngs)
+        self.attention_dropout = Dropout(config.attention_probs_dropout_prob, rngs=rngs)
 
     def __call__(self, x, mask, *, return_probs: bool = False):
         batch, length, _ = x.shape
@@ -167,7 +168,7 @@ class FeedForward(nnx.Module):
         self.intermediate = dense(config, config.hidden_size, config.intermediate_size, rngs)
         self.output = dense(config, config.intermediate_size, config.hidden_size, rngs)
         self.norm = layer_norm(config, rngs)
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout_prob, rngs=rngs)
         self.act = activation(config.hidden_act)
 
     def __call__(self, x):

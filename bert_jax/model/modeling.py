@@ -21,6 +21,7 @@ from bert_jax.errors import BertJaxError
 from bert_jax.model import hf
 from bert_jax.model.attention import attention_mask_2d, positions_from_segments
 from bert_jax.model.config import BertConfig
+from bert_jax.model.dropout import Dropout
 from bert_jax.model.layers import Embeddings, EncoderLayer, activation, dense, layer_norm
 from bert_jax.model.precision import matmul
 
@@ -203,8 +204,8 @@ def classifier_dropout_rate(config: BertConfig) -> float:
     return config.hidden_dropout_prob if rate is None else rate
 
 
-def _classifier_dropout(config: BertConfig, rngs: nnx.Rngs) -> nnx.Dropout:
-    return nnx.Dropout(classifier_dropout_rate(config), rngs=rngs)
+def _classifier_dropout(config: BertConfig, rngs: nnx.Rngs) -> Dropout:
+    return Dropout(classifier_dropout_rate(config), rngs=rngs)
 
 
 class BertForSequenceClassification(HFFormat, nnx.Module):

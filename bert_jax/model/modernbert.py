@@ -28,6 +28,7 @@ from bert_jax.model.attention import (
     attention_mask_2d,
     positions_from_segments,
 )
+from bert_jax.model.dropout import Dropout
 from bert_jax.model.layers import (  # gelu_*: kept importable from here
     COMMON_ACTIVATIONS,
     attend,
@@ -125,7 +126,7 @@ class Embeddings(nnx.Module):
             rngs=rngs,
         )
         self.norm = _norm(config, rngs)
-        self.drop = nnx.Dropout(config.embedding_dropout, rngs=rngs)
+        self.drop = Dropout(config.embedding_dropout, rngs=rngs)
         self.dtype = config.compute_dtype
 
     def __call__(self, input_ids, inputs_embeds=None) -> jax.Array:
@@ -143,8 +144,8 @@ class Attention(nnx.Module):
         self.num_heads = config.num_attention_heads
         self.Wqkv = _dense(config, d, 3 * d, config.attention_bias, rngs)
         self.Wo = _dense(config, d, d, config.attention_bias, rngs, std=_out_std(config))
-        self.attention_dropout = nnx.Dropout(config.attention_dropout, rngs=rngs)
-        self.out_drop = nnx.Dropout(config.attention_dropout, rngs=rngs)
+        self.attention_dropout = Dropout(config.attention_dropout, rngs=rngs)
+        self.out_drop = Dropout(config.attention_dropout, rngs=rngs)
 
     def __call__(self, x, rope, mask, *, return_probs: bool = False):
         batch, length, _ = x.shape
@@ -160,7 +161,7 @@ class GeGLU(nnx.Module):
         i = config.intermediate_size
         self.Wi = _dense(config, config.hidden_size, 2 * i, config.mlp_bias, rngs)
         self.Wo = _dense(config, i, config.hidden_size, config.mlp_bias, rngs, std=_out_std(config))
-        self.drop = nnx.Dropout(config.mlp_dropout, rngs=rngs)
+        self.drop = Dropout(config.mlp_dropout, rngs=rngs)
         self.act = _ACTIVATIONS[config.hidden_activation]
 
     def __call__(self, x):
@@ -316,7 +317,7 @@ class _Classifier(nnx.Module):
         self.config = config
         self.bert = ModernBertModel(config, rngs=rngs)
         self.head = PredictionHead(config, rngs=rngs)
-        self.drop = nnx.Dropout(config.classifier_dropout, rngs=rngs)
+        self.drop = Dropout(config.classifier_dropout, rngs=rngs)
         n = self.outputs or config.num_labels
         self.classifier = _dense(
             config, config.hidden_size, n, True, rngs, config.hidden_size**-0.5
