@@ -106,7 +106,7 @@ def op_profile(w: Workload, opts: dict, steps: int = 3) -> None:
     for patch in opts.get("patches", []):
         getattr(profile_cpu, f"_patch_{patch}")()
     trainer, state, batch = profile_cpu._build(w, opts, Trainer, sharding)
-    hlo = trainer.train_step.lower(state, batch).compile().as_text()
+    hlo = trainer.grad_step.lower(state["params"], state["step"], batch).compile().as_text()
     index = _hlo_index(hlo)
     for _ in range(2):
         state, metrics = trainer.train_step(state, batch)
