@@ -31,6 +31,7 @@ from tqdm import tqdm
 from bert_jax.errors import BertJaxError
 from bert_jax.training import divergence, optim, sharding
 from bert_jax.training.checkpoint import Checkpointer
+from bert_jax.training.host_memory import release_free_heap
 from bert_jax.training.metric_writers import MetricWriter
 from bert_jax.training.objectives import Objective, combined_loss, loss_sums
 from bert_jax.training.trainer_config import TrainerConfig
@@ -201,6 +202,7 @@ class Trainer:
         those written after the loss first left its range are deleted (divergence.py)."""
         c = self.config
         state = self.restore_or_init(train_iter)
+        release_free_heap()  # what loading the model and building the state freed
         step = self.start_step
         log = MetricWriter(self.workdir, step, tensorboard=c.tensorboard)
         if eval_fn and step == 0 and c.eval_at_start:
@@ -216,11 +218,17 @@ class Trainer:
             desc="train",
         )
         last_eval: dict = {}
+        shapes_run: set = set()
         while step < self.total_steps:
             local = next(train_iter)
             log.count_tokens(tokens_per_batch(local) if tokens_per_batch else 0)
             state, metrics = self.train_step(state, sharding.put_batch(local, self.mesh))
             step += 1
+            shape = tuple(sorted((k, np.shape(v)) for k, v in local.items()))
+            if shape not in shapes_run:  # just compiled and run once (host_memory.py)
+                shapes_run.add(shape)
+                jax.block_until_ready(metrics)
+                release_free_heap()
             record = self._watch(record, metrics, step)
             last = step == self.total_steps
             if step % c.log_every == 0 or step % c.checkpoint_every == 0 or last:
@@ -232,6 +240,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{line['loss']:.3f}", tok_s=f"{line['tokens_per_sec']:,.0f}")
             if eval_fn and (step % c.eval_every == 0 or last):
                 last_eval = eval_fn(state["params"])
+                release_free_heap()  # the evaluation programs' compilation
                 log.write(step, "eval", last_eval)
                 if on_eval:
                     on_eval(step, last_eval, state["params"])
