@@ -6,9 +6,10 @@ notebooks do. A flag the user already names in XLA_FLAGS keeps the user's value.
 
 - XLA:CPU's concurrency-optimised scheduler orders a program's ops so that independent ones can
   run side by side, which keeps more buffers alive at once. Turned off, a MiniLM fine-tuning step
-  (batch 32, length 64) needs 499 MB of temporaries instead of 641 MB, and a whole tweet
-  fine-tuning run peaks ~350 MB lower in RSS at the same step time (docs/benchmarks.md §6). XLA
-  honours it only through XLA_FLAGS: `jax.jit(compiler_options=...)` accepts and ignores it.
+  (batch 32, length 64) needs 499 MB of temporaries instead of 641 MB, and a quick tweet
+  fine-tuning run peaked at 1,941 MB of RSS instead of 2,082, at the same step time on 2 cores
+  (docs/benchmarks.md §6). XLA honours it only through XLA_FLAGS: `jax.jit(compiler_options=...)`
+  accepts and ignores it.
 """
 
 from __future__ import annotations
