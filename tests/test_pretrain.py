@@ -495,6 +495,44 @@ def test_gradient_accumulation_equals_one_big_batch(
     )
 
 
+def test_the_optimizer_update_compiles_once_whatever_the_batch_shapes(
+    corpus, tokenizer_dir, cache_env, tmp_path, tiny_bert_config
+):
+    # One gradient program per batch shape, one update program: the update's ops are not held
+    # in memory once per length bucket (trainer.py).
+    from flax import nnx
+
+    from bert_jax.data.masking import MaskingConfig
+    from bert_jax.data.pipeline import PretrainBatches, pretrain_rows
+    from bert_jax.data.sources import load_corpus
+    from bert_jax.model.modeling import BertForMaskedLM
+    from bert_jax.tokenizer import BertTokenizer
+    from bert_jax.training import sharding
+    from bert_jax.training.objectives import MaskedLMObjective
+    from bert_jax.training.trainer import Trainer
+    from bert_jax.training.trainer_config import TrainerConfig
+
+    tok = BertTokenizer.from_pretrained(tokenizer_dir)
+    texts = load_corpus(str(corpus / "train" / "*.txt"))[:100]
+    masking = MaskingConfig.for_tokenizer(tok, max_predictions=4)
+    trainer = Trainer(
+        BertForMaskedLM(tiny_bert_config(tok.vocab_size), rngs=nnx.Rngs(0)),
+        MaskedLMObjective(),
+        TrainerConfig.from_config(config(corpus, train__batch_size=8), steps=4),
+        str(tmp_path / "w"),
+    )
+    state = trainer.restore_or_init(iter(()))
+    for length in (16, 32, 16, 32):
+        rows = pretrain_rows(texts, tok, length)
+        batch = PretrainBatches(rows, batch_size=8, seed=0, masking=masking, prefetch=0).batch_at(0)
+        state, out = trainer.train_step(state, sharding.put_batch(batch, trainer.mesh))
+        assert np.isfinite(float(out["loss"])) and float(out["grad_norm"]) > 0
+    assert int(state["step"]) == 4
+    assert trainer.grad_step._cache_size() == 2
+    assert trainer.update_step._cache_size() == 1
+    trainer.close()
+
+
 # ---- failures -----------------------------------------------------------------------------------
 
 
