@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from bert_jax.training.host_memory import release_free_heap
@@ -43,3 +44,17 @@ def test_freed_blocks_below_a_live_one_leave_the_resident_set():
 def test_release_is_harmless_to_call_often():
     assert release_free_heap() is True
     assert release_free_heap() is True
+
+
+def test_the_trainer_trims_once_per_new_batch_shape(monkeypatch):
+    import jax.numpy as jnp
+
+    from bert_jax.training import host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "release_free_heap", lambda: calls.append(1) or True)
+    trim = host_memory.TrimAfterNewShapes()
+    for length in (16, 16, 32, 16, 32):
+        batch = {"input_ids": np.zeros((8, length), np.int32), "labels": np.zeros(8, np.int32)}
+        trim(batch, {"loss": jnp.ones(())})
+    assert len(calls) == 2

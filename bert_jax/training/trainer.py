@@ -6,7 +6,7 @@ An *objective* (objectives.py) says what a batch means; the Trainer does the res
     metrics)` runs two pure functions compiled with `jax.jit(in_shardings, out_shardings,
     donate_argnums)` over a ("data", "fsdp") mesh of all devices (all hosts): the gradients,
     compiled once per batch shape, and the optimizer update, compiled once (so its ops are not
-    held in memory once per shape: ~35 MB of RSS per length bucket for MiniLM on CPU);
+    held in memory once per shape: ~30 MB of RSS per length bucket for MiniLM on CPU);
   - gradient accumulation scans over k micro-batches and is exact: every loss term is a sum divided
     by its count over the *whole* batch, so k micro-batches give the gradient of one big batch;
   - dropout randomness is `fold_in(seed, step)`: independent of how the run was resumed;
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from bert_jax.errors import BertJaxError
 from bert_jax.training import divergence, optim, sharding
 from bert_jax.training.checkpoint import Checkpointer
-from bert_jax.training.host_memory import release_free_heap
+from bert_jax.training.host_memory import TrimAfterNewShapes, release_free_heap
 from bert_jax.training.metric_writers import MetricWriter
 from bert_jax.training.objectives import Objective, combined_loss, loss_sums
 from bert_jax.training.trainer_config import TrainerConfig
@@ -171,6 +171,7 @@ class Trainer:
             if hasattr(data_iter, "set_state"):
                 data_iter.set_state(data_state)
         self._params = None  # the state owns the params now
+        release_free_heap()  # what loading the model and building the state freed
         self.start_step = start
         return state
 
@@ -202,7 +203,6 @@ class Trainer:
         those written after the loss first left its range are deleted (divergence.py)."""
         c = self.config
         state = self.restore_or_init(train_iter)
-        release_free_heap()  # what loading the model and building the state freed
         step = self.start_step
         log = MetricWriter(self.workdir, step, tensorboard=c.tensorboard)
         if eval_fn and step == 0 and c.eval_at_start:
@@ -218,17 +218,13 @@ class Trainer:
             desc="train",
         )
         last_eval: dict = {}
-        shapes_run: set = set()
+        trim = TrimAfterNewShapes()
         while step < self.total_steps:
             local = next(train_iter)
             log.count_tokens(tokens_per_batch(local) if tokens_per_batch else 0)
             state, metrics = self.train_step(state, sharding.put_batch(local, self.mesh))
             step += 1
-            shape = tuple(sorted((k, np.shape(v)) for k, v in local.items()))
-            if shape not in shapes_run:  # just compiled and run once (host_memory.py)
-                shapes_run.add(shape)
-                jax.block_until_ready(metrics)
-                release_free_heap()
+            trim(local, metrics)  # after a new shape's compilation and first run
             record = self._watch(record, metrics, step)
             last = step == self.total_steps
             if step % c.log_every == 0 or step % c.checkpoint_every == 0 or last:
@@ -239,11 +235,7 @@ class Trainer:
                 line = log.train(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
                 bar.set_postfix(loss=f"{line['loss']:.3f}", tok_s=f"{line['tokens_per_sec']:,.0f}")
             if eval_fn and (step % c.eval_every == 0 or last):
-                last_eval = eval_fn(state["params"])
-                release_free_heap()  # the evaluation programs' compilation
-                log.write(step, "eval", last_eval)
-                if on_eval:
-                    on_eval(step, last_eval, state["params"])
+                last_eval = self._evaluate(step, state["params"], eval_fn, on_eval, log)
             # None while the loss is out of its range (divergence.py), except the final one.
             if (step % c.checkpoint_every == 0 and not health.stretch) or last:
                 data_state = train_iter.get_state() if hasattr(train_iter, "get_state") else {}
@@ -254,6 +246,14 @@ class Trainer:
         if eval_fn and not last_eval:  # resumed a finished run: report its final metrics again
             last_eval = eval_fn(state["params"])
         return state, last_eval
+
+    def _evaluate(self, step: int, params, eval_fn, on_eval, log: MetricWriter) -> dict:
+        metrics = eval_fn(params)
+        release_free_heap()  # what compiling the evaluation programs freed (host_memory.py)
+        log.write(step, "eval", metrics)
+        if on_eval:
+            on_eval(step, metrics, params)
+        return metrics
 
     def _stop_if_diverged(self, health: divergence.Health) -> None:
         """On a NaN/inf: keep the newest checkpoint from before the divergence began, delete the
