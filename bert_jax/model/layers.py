@@ -41,7 +41,7 @@ def activation(name: str):
     return _ACTIVATIONS[name]
 
 
-def attend(q, k, v, mask, drop: nnx.Dropout, return_probs: bool = False):
+def attend(q, k, v, mask, drop: Dropout, return_probs: bool = False):
     """dot_product_attention with `drop` on the probabilities while it is active: that needs
     the explicit path; eval (and rate 0) use the fused one. q, k, v (B, L, H, K) → context
     (B, L, H, K), probs (B, H, L, L) or None."""
